@@ -1,0 +1,46 @@
+"""The ``minetrain`` command: one entry point, one module per command group.
+
+Each command module exposes ``register(subparsers)`` which adds its parser and sets ``func`` (a
+callable taking the parsed namespace and returning an exit code). A ``MinetrainError`` raised by a
+command is printed as a single ``error:`` line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from minetrain.errors import MinetrainError
+
+# Modules under minetrain.cli that each register one top-level command.
+COMMAND_MODULES: tuple[str, ...] = ("data",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minetrain",
+        description="Offline pre-training of Minecraft agents (ROCKET-1) by behaviour cloning.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"minetrain.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MinetrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
