@@ -128,6 +128,7 @@ def quantize_camera(degrees: Array) -> Array:
     The float steps keep the input's precision until the division by log(1 + mu), as the
     reference does, so values next to a bin edge fall in the same bin.
     """
+    degrees = degrees if isinstance(degrees, torch.Tensor) else np.asarray(degrees)
     xp = _xp(degrees)
     x = degrees if _is_float(degrees) else _as_float64(degrees)
     if bool(xp.isnan(x).any()):
@@ -180,6 +181,7 @@ def _tables(like: Array) -> tuple[Array, Array, Array]:
 
 def dequantize_camera(bins: Array) -> Array:
     """Degrees (float64) at the centre of each mu-law camera bin in [0, 11)."""
+    bins = bins if isinstance(bins, torch.Tensor) else np.asarray(bins)
     _check_range(bins, CAMERA_BINS_PER_AXIS, "camera bins")
     return _tables(bins)[0][_as_int64(bins)]
 
