@@ -1,0 +1,289 @@
+"""Reader of MineStudio-layout datasets: the cross-modality episode index and chunk decoding.
+
+Construction only reads bookkeeping (with handles closed again); chunk reads go through the
+process-local handles of ``handles.py``, so a store built in the parent is safe to use in
+forked or spawned DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from minetrain.data.store import layout
+from minetrain.data.store.codecs import iter_video_frames, loads_chunk
+from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODALITIES = ("image", "action", "segmentation")
+
+
+@dataclass(frozen=True)
+class EpisodeLocation:
+    """Where one episode of one modality lives."""
+
+    dataset_dir: Path
+    modality: str
+    part: Path
+    episode_idx: int
+    num_frames: int
+    chunk_size: int
+
+    def describe(self, episode: str, chunk_start: int | None = None) -> str:
+        where = f"{self.dataset_dir}: {self.modality} {self.part.name} episode {episode}"
+        if chunk_start is not None:
+            where += f" chunk {layout.chunk_key(self.episode_idx, chunk_start).decode()}"
+        return where
+
+
+def _as_dirs(dataset_dirs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(dataset_dirs, str | os.PathLike):
+        return [Path(dataset_dirs)]
+    return [Path(d) for d in dataset_dirs]
+
+
+class TrajectoryStore:
+    """Episodes of one or more dataset dirs, readable per modality and frame range."""
+
+    def __init__(
+        self,
+        dataset_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+        modalities: Sequence[str] = DEFAULT_MODALITIES,
+        decode_threads: int = 1,
+    ) -> None:
+        self.dataset_dirs = _as_dirs(dataset_dirs)
+        self.modalities = tuple(modalities)
+        self.decode_threads = decode_threads
+        unknown = [m for m in self.modalities if m not in layout.MODALITIES]
+        if unknown or not self.modalities:
+            raise ConfigError(
+                f"unknown modalities {unknown or '(none)'}; choose from {', '.join(layout.MODALITIES)}"
+            )
+        if not self.dataset_dirs:
+            raise ConfigError("no dataset dirs given")
+        self._index: dict[str, dict[str, EpisodeLocation]] = {m: {} for m in self.modalities}
+        self.duplicates: dict[str, list[str]] = {m: [] for m in self.modalities}
+        chunk_sizes: dict[int, Path] = {}
+        for dataset_dir in self.dataset_dirs:
+            self._index_dataset_dir(dataset_dir, chunk_sizes)
+        if len(chunk_sizes) > 1:
+            detail = ", ".join(f"{size} in {path}" for size, path in chunk_sizes.items())
+            raise DataError(f"parts use different chunk sizes ({detail}); re-convert them to one chunk size")
+        self.chunk_size = next(iter(chunk_sizes))
+        self.episodes, self.missing = self._cross_index()
+
+    def _index_dataset_dir(self, dataset_dir: Path, chunk_sizes: dict[int, Path]) -> None:
+        if not dataset_dir.is_dir():
+            raise DataError(f"{dataset_dir}: dataset dir does not exist; check the path")
+        if not any(dataset_dir.iterdir()):
+            raise DataError(f"{dataset_dir}: dataset dir is empty; convert or copy a dataset into it")
+        for modality in self.modalities:
+            folder = layout.modality_folder(dataset_dir, modality)
+            if folder is None:
+                names = " or ".join(f"{name}/" for name in layout.FOLDER_NAMES[modality])
+                raise DataError(
+                    f"{dataset_dir}: no {names} folder for modality {modality}; "
+                    f"convert it or leave {modality} out of the requested modalities"
+                )
+            parts = layout.list_parts(folder)
+            if not parts:
+                raise DataError(f"{folder}: modality folder holds no LMDB parts; re-convert {modality}")
+            for part in parts:
+                info = read_part_info(part)
+                chunk_sizes.setdefault(info.chunk_size, part)
+                index = self._index[modality]
+                for chunk_info in info.chunk_infos:
+                    name = chunk_info["episode"]
+                    if name in index:
+                        self.duplicates[modality].append(name)
+                        continue
+                    index[name] = EpisodeLocation(
+                        dataset_dir,
+                        modality,
+                        part,
+                        chunk_info["episode_idx"],
+                        chunk_info["num_frames"],
+                        info.chunk_size,
+                    )
+        for modality, names in self.duplicates.items():
+            if names:
+                logger.warning(
+                    "%s: %d episode(s) appear more than once; the first copy is used: %s",
+                    modality,
+                    len(names),
+                    ", ".join(names[:5]) + (" ..." if len(names) > 5 else ""),
+                )
+
+    def _cross_index(self) -> tuple[dict[str, int], dict[str, list[str]]]:
+        every = set().union(*(set(index) for index in self._index.values()))
+        missing = {m: sorted(every - set(index)) for m, index in self._index.items()}
+        usable = sorted(set.intersection(*(set(index) for index in self._index.values())))
+        episodes = {name: min(index[name].num_frames for index in self._index.values()) for name in usable}
+        if any(missing.values()):
+            detail = "; ".join(
+                f"{m}: {len(names)} ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+                for m, names in missing.items()
+                if names
+            )
+            logger.warning(
+                "%d of %d episodes are not usable because a modality lacks them; missing per modality: %s",
+                len(every) - len(usable),
+                len(every),
+                detail,
+            )
+        return episodes, missing
+
+    def modality_episodes(self, modality: str) -> dict[str, int]:
+        """Every episode stored for ``modality`` (usable or not) and its frame count there."""
+        index = self._index[self._check_modality(modality)]
+        return {name: index[name].num_frames for name in sorted(index)}
+
+    def locate(self, episode: str, modality: str) -> EpisodeLocation:
+        index = self._index[self._check_modality(modality)]
+        location = index.get(episode)
+        if location is None:
+            raise DataError(
+                f"episode {episode} is not in the {modality} modality of "
+                f"{', '.join(map(str, self.dataset_dirs))}; "
+                "check the name against `minetrain data inspect`"
+            )
+        return location
+
+    def parts(self, modality: str) -> list[Path]:
+        """The LMDB parts holding ``modality``, in index order."""
+        return sorted({loc.part for loc in self._index[self._check_modality(modality)].values()})
+
+    def chunk_starts(self, episode: str, modality: str) -> range:
+        location = self.locate(episode, modality)
+        return range(0, location.num_frames, location.chunk_size)
+
+    def raw_chunk(self, episode: str, modality: str, chunk_start: int) -> bytes:
+        """The stored bytes of one chunk (an MP4 for images, a pickle otherwise)."""
+        location = self.locate(episode, modality)
+        key = layout.chunk_key(location.episode_idx, chunk_start)
+        with reader_env(location.part).begin(buffers=False) as txn:
+            data = txn.get(key)
+        if data is None:
+            raise DataError(
+                f"{location.describe(episode, chunk_start)}: chunk is missing; "
+                "run `minetrain data verify` and re-convert this episode"
+            )
+        return data
+
+    def image_resolution(self) -> tuple[int, int] | None:
+        """(height, width) of the stored frames, from the first image chunk; None without images."""
+        if "image" not in self._index or not self._index["image"]:
+            return None
+        episode = min(self._index["image"])
+        return tuple(self.read(episode, "image", 0, 1).shape[1:3])
+
+    def read(
+        self, episode: str, modality: str, start: int, stop: int, *, size: tuple[int, int] | None = None
+    ) -> Any:
+        """Frames [start, stop) of one modality, reading only the chunks that hold them.
+
+        image -> (n, H, W, 3) uint8 (resized to ``size`` = (width, height) if given);
+        action -> dict of arrays; segmentation and meta_info -> list with one dict per frame.
+        """
+        location = self.locate(episode, modality)
+        if not 0 <= start < stop <= location.num_frames:
+            raise DataError(
+                f"{location.describe(episode)}: frames [{start}, {stop}) are outside "
+                f"0..{location.num_frames}; "
+                "ask for a range inside the episode"
+            )
+        size_c = location.chunk_size
+        first = start - start % size_c
+        if modality == "image":
+            return self._read_image(episode, location, start, stop, size)
+        pieces = []
+        for chunk_start in range(first, stop, size_c):
+            expected = min(size_c, location.num_frames - chunk_start)
+            value = self._load_pickled(episode, location, chunk_start)
+            lo, hi = max(start - chunk_start, 0), min(stop - chunk_start, expected)
+            pieces.append(self._slice_pickled(episode, location, chunk_start, value, expected, lo, hi))
+        if modality == "action":
+            keys = pieces[0].keys()
+            if any(piece.keys() != keys for piece in pieces):
+                raise DataError(
+                    f"{location.describe(episode)}: action chunks disagree on their keys; "
+                    "re-convert this episode"
+                )
+            return {key: np.concatenate([piece[key] for piece in pieces]) for key in keys}
+        return [frame for piece in pieces for frame in piece]
+
+    def _load_pickled(self, episode: str, location: EpisodeLocation, chunk_start: int) -> Any:
+        data = self.raw_chunk(episode, location.modality, chunk_start)
+        try:
+            return loads_chunk(data)
+        except Exception as exc:
+            raise DataError(
+                f"{location.describe(episode, chunk_start)}: chunk does not unpickle ({type(exc).__name__}: "
+                f"{str(exc)[:80]}); run `minetrain data verify` and re-convert this episode"
+            ) from None
+
+    @staticmethod
+    def _slice_pickled(
+        episode: str, location: EpisodeLocation, chunk_start: int, value: Any, expected: int, lo: int, hi: int
+    ) -> Any:
+        if location.modality == "action":
+            ok = isinstance(value, dict) and all(
+                isinstance(v, np.ndarray) and v.ndim and len(v) >= expected for v in value.values()
+            )
+            if ok:
+                return {key: array[lo:hi] for key, array in value.items()}
+        elif isinstance(value, list) and len(value) >= expected:
+            return value[lo:hi]
+        raise DataError(
+            f"{location.describe(episode, chunk_start)}: chunk does not hold {expected} frames of "
+            f"{location.modality}; run `minetrain data verify` and re-convert this episode"
+        )
+
+    def _read_image(
+        self, episode: str, location: EpisodeLocation, start: int, stop: int, size: tuple[int, int] | None
+    ) -> np.ndarray:
+        size_c = location.chunk_size
+        out: np.ndarray | None = None
+        for chunk_start in range(start - start % size_c, stop, size_c):
+            expected = min(size_c, location.num_frames - chunk_start)
+            data = self.raw_chunk(episode, "image", chunk_start)
+            lo, hi = max(start - chunk_start, 0), min(stop - chunk_start, expected)
+            decoded = 0
+            try:
+                for index, frame in enumerate(iter_video_frames(data, size, self.decode_threads)):
+                    decoded = index + 1
+                    if lo <= index < hi:
+                        if out is None:
+                            out = np.empty((stop - start, *frame.shape), dtype=np.uint8)
+                        out[chunk_start + index - start] = frame
+                    elif index >= hi and decoded >= expected:
+                        break
+            except av.FFmpegError as exc:
+                raise DataError(
+                    f"{location.describe(episode, chunk_start)}: MP4 chunk does not decode ({exc}); "
+                    "run `minetrain data verify` and re-convert this episode"
+                ) from None
+            if decoded < hi:
+                raise DataError(
+                    f"{location.describe(episode, chunk_start)}: MP4 chunk holds {decoded} frames, "
+                    f"expected {expected}; run `minetrain data verify` and re-convert this episode"
+                )
+        assert out is not None
+        return out
+
+    def _check_modality(self, modality: str) -> str:
+        if modality not in self._index:
+            raise ConfigError(
+                f"modality {modality!r} was not requested; open the store with modalities including it "
+                f"(requested: {', '.join(self.modalities)})"
+            )
+        return modality
