@@ -171,11 +171,10 @@ class EpisodeContinuousBatchSampler(Sampler[list[int]]):
         so the epoch is then restarted from its first batch, with a warning.
         """
         self.epoch = int(state["epoch"])
-        saved = {key: state.get(key) for key in self._fingerprint()}
-        if saved != self._fingerprint():
-            changed = ", ".join(
-                f"{key} {saved[key]} -> {value}" for key, value in self._fingerprint().items() if saved[key] != value
-            )
+        current = self._fingerprint()
+        changes = [f"{k} {state.get(k)} -> {v}" for k, v in current.items() if state.get(k) != v]
+        if changes:
+            changed = ", ".join(changes)
             log.warning(
                 "data order of the checkpoint does not match this run (%s): epoch %d restarts from its "
                 "first batch instead of resuming exactly",

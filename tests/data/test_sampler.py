@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -42,7 +44,7 @@ def test_slots_walk_consecutive_windows(world):
     for sampler in samplers(world, batch_size=3):
         batches = np.array(list(sampler))
         for slot in batches.T:
-            for prev, cur in zip(slot[:-1], slot[1:], strict=True):
+            for prev, cur in itertools.pairwise(slot):
                 if episode_of(cur) == episode_of(prev):
                     assert cur == prev + 1
                 else:
