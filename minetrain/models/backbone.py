@@ -1,0 +1,40 @@
+"""The timm image backbone: built offline, optionally initialised from a local weights file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+from torch import nn
+
+from minetrain.errors import CheckpointError, ConfigError
+
+# RGB plus the interaction mask.
+IN_CHANS = 4
+
+
+def build_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Module, tuple, tuple]:
+    """Create ``name`` as a 4-channel feature extractor; returns (model, mean, std).
+
+    Never touches the network: without ``weights`` the backbone is randomly initialised; with a
+    local timm state-dict file (``.safetensors``/``.pth``/``.bin``) timm loads it and adapts the
+    3-channel stem to 4 channels.
+    """
+    if not timm.is_model(name):
+        raise ConfigError(f"backbone {name!r} is not a timm model name; pick one from timm.list_models()")
+    kwargs: dict = {"features_only": True, "in_chans": IN_CHANS}
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise CheckpointError(
+                f"backbone weights file {path} does not exist; pass a local timm state dict"
+            )
+        # 'file' with an empty source makes timm read this file instead of the hub.
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path), "source": ""}
+    try:
+        model = timm.create_model(name, pretrained=weights is not None, **kwargs)
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"backbone weights {weights} do not fit timm model {name!r}: {first}") from exc
+    config = timm.data.resolve_model_data_config(model)
+    return model, tuple(config["mean"]), tuple(config["std"])

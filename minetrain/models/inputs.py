@@ -1,0 +1,104 @@
+"""Checks on what the policy is fed, so bad input fails with one clear line instead of deep inside torch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from minetrain.errors import ConfigError
+
+# The interaction embedding has 10 slots for obj_id + 1, so obj_id lies in [-1, 8].
+MIN_OBJ_ID, MAX_OBJ_ID = -1, 8
+_MASK_DTYPES = (torch.uint8, torch.bool)
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    """Validated tensors: image (B,T,H,W,3) uint8, mask (B,T,H,W), obj_id (B,T) long, first (B,T) bool."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    obj_id: torch.Tensor
+    first: torch.Tensor
+
+
+def _tensor(value: object, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"batch[{name!r}] must be a tensor or array, got {type(value).__name__}") from exc
+
+
+def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
+    """Validate a training/inference batch and move it to ``device``.
+
+    ``segment`` (or the reference's ``segmentation``) may be absent: the policy then runs
+    unconditioned (obj_id -1, empty mask). ``first`` defaults to all False.
+    """
+    if "image" not in batch:
+        raise ConfigError(f"batch has no 'image' (keys: {sorted(batch)}); expected (B,T,H,W,3) uint8 frames")
+    image = _tensor(batch["image"], "image")
+    if image.ndim != 5 or image.shape[-1] != 3 or image.dtype != torch.uint8:
+        raise ConfigError(
+            f"batch['image'] is {tuple(image.shape)} {image.dtype}; expected (B,T,H,W,3) uint8 RGB frames"
+        )
+    b, t, h, w = image.shape[:4]
+    segment = batch.get("segment", batch.get("segmentation"))
+    if segment is None:
+        mask = torch.zeros(b, t, h, w, dtype=torch.uint8)
+        obj_id = torch.full((b, t), MIN_OBJ_ID, dtype=torch.long)
+    else:
+        mask = _tensor(segment["obj_mask"], "segment.obj_mask")
+        obj_id = _tensor(segment["obj_id"], "segment.obj_id")
+    if tuple(mask.shape) != (b, t, h, w) or not (mask.dtype in _MASK_DTYPES or mask.is_floating_point()):
+        raise ConfigError(
+            f"batch['segment']['obj_mask'] is {tuple(mask.shape)} {mask.dtype}; expected {(b, t, h, w)} "
+            "uint8/bool, the size of the frames"
+        )
+    if tuple(obj_id.shape) != (b, t) or obj_id.is_floating_point() or obj_id.dtype == torch.bool:
+        raise ConfigError(
+            f"batch['segment']['obj_id'] is {tuple(obj_id.shape)} {obj_id.dtype}; expected {(b, t)} integers"
+        )
+    if obj_id.numel() and (int(obj_id.min()) < MIN_OBJ_ID or int(obj_id.max()) > MAX_OBJ_ID):
+        raise ConfigError(
+            f"batch['segment']['obj_id'] has values in [{int(obj_id.min())}, {int(obj_id.max())}]; "
+            f"expected interaction types in [{MIN_OBJ_ID}, {MAX_OBJ_ID}] (-1 = none)"
+        )
+    first = batch.get("first")
+    if first is None:
+        first = torch.zeros(b, t, dtype=torch.bool)
+    else:
+        first = _tensor(first, "first")
+        if tuple(first.shape) != (b, t):
+            raise ConfigError(f"batch['first'] is {tuple(first.shape)}; expected {(b, t)} booleans")
+    return PolicyInput(
+        image=image.to(device, non_blocking=True),
+        mask=mask.to(device, non_blocking=True),
+        obj_id=obj_id.to(device, torch.long, non_blocking=True),
+        first=first.to(device, torch.bool, non_blocking=True),
+    )
+
+
+def check_memory(
+    memory: Sequence[torch.Tensor], batch_size: int, expected: Sequence[tuple[int, ...]]
+) -> None:
+    """Fail clearly when ``memory`` was made for another batch size or another model shape."""
+    if not isinstance(memory, Sequence) or len(memory) != len(expected):
+        n = len(memory) if isinstance(memory, Sequence) else type(memory).__name__
+        raise ConfigError(
+            f"memory has {n} tensors; expected {len(expected)} (3 per recurrent layer) from initial_state()"
+        )
+    for i, (tensor, shape) in enumerate(zip(memory, expected, strict=True)):
+        if tensor.shape[0] != batch_size:
+            raise ConfigError(
+                f"memory[{i}] is for batch size {tensor.shape[0]} but the batch has {batch_size} samples; "
+                f"pass memory=None or initial_state({batch_size})"
+            )
+        if tuple(tensor.shape[1:]) != shape:
+            raise ConfigError(
+                f"memory[{i}] has shape {tuple(tensor.shape)}; expected {(batch_size, *shape)} for this model"
+            )

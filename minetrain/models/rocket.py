@@ -1,0 +1,183 @@
+"""ROCKET-1 policy: frames + interaction mask -> timm backbone -> spatial pooling -> recurrent memory
+blocks conditioned on the interaction type -> categorical action heads.
+
+Parameter names match the reference library's ``RocketPolicy`` so its checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minetrain.actions import agent_to_env
+from minetrain.errors import ConfigError
+from minetrain.models import checkpoint
+from minetrain.models.backbone import build_backbone
+from minetrain.models.heads import ActionHeads, ValueHead, sample
+from minetrain.models.inputs import MAX_OBJ_ID, MIN_OBJ_ID, check_memory, parse_batch
+from minetrain.models.memory import FanInLinear, RecurrentBlocks
+
+N_INTERACTIONS = MAX_OBJ_ID - MIN_OBJ_ID + 1
+
+
+class RocketPolicy(nn.Module):
+    """The ROCKET-1 policy.
+
+    ``forward(batch, memory) -> (outputs, memory)``: ``outputs["pi_logits"]`` holds log-probabilities
+    ``{"buttons": (B,T,8641), "camera": (B,T,121)}`` (plus ``"vpred"`` (B,T,1) with the value head).
+    Memory is a list of tensors, batch first, and is returned detached (Transformer-XL style); the
+    module keeps no state between calls, so any batch size works at any call.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_b0.ra_in1k",
+        hiddim: int = 1024,
+        num_heads: int = 8,
+        num_layers: int = 4,
+        timesteps: int = 128,
+        mem_len: int = 128,
+        *,
+        backbone_weights: str | Path | None = None,
+        value_head: bool = False,
+        nucleus_prob: float | None = 0.85,
+        pooling_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        for name, value in (("hiddim", hiddim), ("num_heads", num_heads), ("num_layers", num_layers)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"RocketPolicy {name}={value!r}; expected a positive integer")
+        if not isinstance(mem_len, int) or mem_len < 1 or not isinstance(timesteps, int) or timesteps < 1:
+            raise ConfigError(
+                f"RocketPolicy timesteps={timesteps!r}, mem_len={mem_len!r}; expected integers >= 1"
+            )
+        if hiddim % num_heads:
+            raise ConfigError(f"RocketPolicy hiddim={hiddim} is not divisible by num_heads={num_heads}")
+        if nucleus_prob is not None and not 0 < nucleus_prob <= 1:
+            raise ConfigError(f"RocketPolicy nucleus_prob={nucleus_prob}; expected a value in (0, 1] or None")
+        self.config: dict[str, Any] = {
+            "backbone": backbone,
+            "hiddim": hiddim,
+            "num_heads": num_heads,
+            "num_layers": num_layers,
+            "timesteps": timesteps,
+            "mem_len": mem_len,
+            "value_head": value_head,
+            "nucleus_prob": nucleus_prob,
+            "pooling_dropout": pooling_dropout,
+        }
+        self.backbone, mean, std = build_backbone(backbone, backbone_weights)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.updim = nn.Conv2d(self.backbone.feature_info[-1]["num_chs"], hiddim, kernel_size=1, bias=False)
+        self.pooling = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(
+                d_model=hiddim,
+                nhead=num_heads,
+                dim_feedforward=2 * hiddim,
+                dropout=pooling_dropout,
+                batch_first=True,
+            ),
+            num_layers=2,
+            enable_nested_tensor=False,
+        )
+        self.interaction = nn.Embedding(N_INTERACTIONS, hiddim)
+        self.recurrent = RecurrentBlocks(hiddim, num_heads, num_layers, mem_len)
+        self.lastlayer = FanInLinear(hiddim, hiddim, 1.0, layer_norm=True, relu=True)
+        self.final_ln = nn.LayerNorm(hiddim)
+        self.pi_head = ActionHeads(hiddim)
+        self.value_head = ValueHead(hiddim) if value_head else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.interaction.weight.device
+
+    def initial_state(self, batch_size: int) -> list[torch.Tensor]:
+        """Empty memory for ``batch_size`` sequences: 3 tensors (mask, keys, values) per layer."""
+        return self.recurrent.initial_state(batch_size, self.device, self.interaction.weight.dtype)
+
+    def _memory_shapes(self) -> list[tuple[int, ...]]:
+        mem_len, dim = self.config["mem_len"], self.config["hiddim"]
+        return [(1, mem_len), (mem_len, dim), (mem_len, dim)] * self.config["num_layers"]
+
+    def encode_frames(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N,H,W,3) uint8 frames and (N,H,W) masks -> (N, hiddim) frame features."""
+        rgb = image.permute(0, 3, 1, 2).float() / 255.0
+        rgb = (rgb - self.pixel_mean) / self.pixel_std
+        x = torch.cat([rgb, mask[:, None].to(rgb.dtype)], dim=1)
+        x = self.updim(self.backbone(x)[-1])
+        return self.pooling(x.flatten(2).transpose(1, 2)).mean(dim=1)
+
+    def forward(
+        self, batch: Mapping[str, Any], memory: Sequence[torch.Tensor] | None = None
+    ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        inputs = parse_batch(batch, self.device)
+        b, t = inputs.image.shape[:2]
+        if memory is None:
+            memory = self.initial_state(b)
+        else:
+            check_memory(memory, b, self._memory_shapes())
+            memory = [m.to(self.device) for m in memory]
+        x = self.encode_frames(inputs.image.flatten(0, 1), inputs.mask.flatten(0, 1)).view(b, t, -1)
+        cond = self.interaction(inputs.obj_id + 1)
+        x, memory = self.recurrent(x, inputs.first, memory, cond)
+        x = self.final_ln(self.lastlayer(F.relu(x)))
+        outputs: dict[str, Any] = {"pi_logits": self.pi_head(x)}
+        if self.value_head is not None:
+            outputs["vpred"] = self.value_head(x)
+        return outputs, [m.detach() for m in memory]
+
+    @torch.inference_mode()
+    def get_action(
+        self,
+        obs: Mapping[str, Any],
+        memory: Sequence[torch.Tensor] | None = None,
+        deterministic: bool = False,
+    ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        """One step for one environment (image (H,W,3)) or many (image (N,H,W,3)).
+
+        ``obs`` holds ``image``, optionally ``segment`` {``obj_id``, ``obj_mask``} and ``first``
+        (True at an episode start), without a time axis. Returns env-format actions (numpy arrays,
+        leading axis N unless a single environment was given) and the new memory.
+        """
+        image = torch.as_tensor(obs["image"]) if "image" in obs else None
+        if image is None or image.ndim not in (3, 4):
+            shape = None if image is None else tuple(image.shape)
+            raise ConfigError(
+                f"obs['image'] is {shape}; expected (H,W,3) for one env or (N,H,W,3) for N envs"
+            )
+        single = image.ndim == 3
+
+        def add_axes(value: Any) -> torch.Tensor:
+            value = torch.as_tensor(value)
+            return value[None, None] if single else value[:, None]
+
+        batch: dict[str, Any] = {"image": add_axes(image)}
+        segment = obs.get("segment", obs.get("segmentation"))
+        if segment is not None:
+            batch["segment"] = {key: add_axes(segment[key]) for key in ("obj_id", "obj_mask")}
+        if obs.get("first") is not None:
+            batch["first"] = add_axes(obs["first"])
+        outputs, memory = self(batch, memory)
+        agent = {
+            key: sample(log_probs[:, 0], deterministic, self.config["nucleus_prob"]).cpu().numpy()
+            for key, log_probs in outputs["pi_logits"].items()
+        }
+        env = agent_to_env(agent)
+        if single:
+            env = {key: value[0] for key, value in env.items()}
+        return env, memory
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically)."""
+        checkpoint.save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides: Any) -> RocketPolicy:
+        """Load a directory written by ``save_pretrained`` (or by the reference library); offline."""
+        return checkpoint.load_pretrained_dir(cls, directory, **overrides)
