@@ -1,0 +1,205 @@
+"""Decode every chunk of every modality and report each one that is missing or corrupt.
+
+Training must not be the first to find a bad chunk hours into a run. Verification walks the LMDB
+parts directly (not through ``TrajectoryStore``) so that one broken part or episode is reported as
+one item and the rest is still checked. Work is split per (part, episode) and can run in
+``jobs`` processes; each process opens its own read-only LMDB handles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minetrain.data.store import MODALITIES, layout
+from minetrain.data.store.codecs import decode_video, loads_chunk, rle_decode
+from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.errors import DataError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One missing or corrupt item: a chunk (with its key), a part, or a whole dataset dir."""
+
+    path: str
+    modality: str
+    episode: str
+    key: str
+    message: str
+
+    def line(self) -> str:
+        where = " ".join(x for x in (self.modality, f"episode {self.episode}" if self.episode else "") if x)
+        key = f" chunk {self.key}" if self.key else ""
+        return f"{self.path}: {where}{key}: {self.message}".replace(":  ", ": ")
+
+
+@dataclass
+class VerifyReport:
+    chunks: int = 0
+    episodes: int = 0
+    parts: int = 0
+    problems: list[Problem] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class _Task:
+    part: str
+    modality: str
+    episode: str
+    episode_idx: int
+    num_frames: int
+    chunk_size: int
+
+
+def check_chunk(modality: str, data: bytes, expected: int) -> None:
+    """Decode one chunk and check it holds ``expected`` frames of ``modality``; DataError if not."""
+    if modality == "image":
+        frames = decode_video(data)
+        if len(frames) != expected:
+            raise DataError(f"MP4 holds {len(frames)} frames, expected {expected}")
+        return
+    try:
+        value = loads_chunk(data)
+    except Exception as exc:
+        raise DataError(f"does not unpickle ({type(exc).__name__}: {str(exc)[:80]})") from None
+    if modality == "action":
+        _check_action(value, expected)
+    else:
+        if not isinstance(value, list) or not all(isinstance(frame, dict) for frame in value):
+            raise DataError(f"holds {type(value).__name__}, expected a list with one dict per frame")
+        if len(value) != expected:
+            raise DataError(f"holds {len(value)} frames, expected {expected}")
+        if modality == "segmentation":
+            _check_segmentation(value)
+
+
+def _check_action(value: Any, expected: int) -> None:
+    if not isinstance(value, dict) or not value:
+        raise DataError(f"holds {type(value).__name__}, expected a dict of per-frame arrays")
+    lengths = {key: len(v) if isinstance(v, np.ndarray) and v.ndim else None for key, v in value.items()}
+    bad = {key: n for key, n in lengths.items() if n != expected}
+    if bad:
+        detail = ", ".join(f"{key}={n if n is not None else 'not an array'}" for key, n in bad.items())
+        raise DataError(f"action arrays must have {expected} rows; {detail}")
+    camera = value.get("camera")
+    if camera is not None and camera.shape[1:] != (2,):
+        raise DataError(f"camera has shape {camera.shape}, expected ({expected}, 2)")
+
+
+def _check_segmentation(frames: list[dict]) -> None:
+    for offset, frame in enumerate(frames):
+        for key, value in frame.items():
+            if not isinstance(value, dict) or "rle_mask" not in value or "obj_id" not in value:
+                raise DataError(f"frame {offset} interaction {key!r} lacks rle_mask/obj_id")
+            try:
+                rle_decode(value["rle_mask"])
+            except DataError as exc:
+                raise DataError(f"frame {offset} interaction {key!r}: {exc}") from None
+
+
+def _verify_episode(task: _Task) -> tuple[int, list[Problem]]:
+    problems = []
+    count = 0
+    try:
+        env = reader_env(Path(task.part))
+    except DataError as exc:
+        return 0, [Problem(task.part, task.modality, task.episode, "", str(exc))]
+    for start in range(0, task.num_frames, task.chunk_size):
+        key = layout.chunk_key(task.episode_idx, start)
+        expected = min(task.chunk_size, task.num_frames - start)
+        count += 1
+        with env.begin(buffers=False) as txn:
+            data = txn.get(key)
+        if data is None:
+            problems.append(Problem(task.part, task.modality, task.episode, key.decode(), "chunk is missing"))
+            continue
+        try:
+            check_chunk(task.modality, data, expected)
+        except DataError as exc:
+            problems.append(Problem(task.part, task.modality, task.episode, key.decode(), str(exc)))
+        except Exception as exc:
+            message = f"does not decode ({type(exc).__name__}: {str(exc)[:80]})"
+            problems.append(Problem(task.part, task.modality, task.episode, key.decode(), message))
+    return count, problems
+
+
+def _plan(dataset_dirs: Sequence[str | Path], report: VerifyReport) -> list[_Task]:
+    """The (part, episode) tasks of every dataset dir; dirs and parts that fail are reported."""
+    tasks = []
+    for dataset_dir in map(Path, dataset_dirs):
+        if not dataset_dir.is_dir():
+            report.problems.append(Problem(str(dataset_dir), "", "", "", "dataset dir does not exist"))
+            continue
+        folders = {m: layout.modality_folder(dataset_dir, m) for m in MODALITIES}
+        if not any(folders.values()):
+            message = f"no modality folder ({', '.join(MODALITIES)}); not a dataset dir"
+            report.problems.append(Problem(str(dataset_dir), "", "", "", message))
+            continue
+        for modality, folder in folders.items():
+            if folder is None:
+                continue
+            parts = layout.list_parts(folder)
+            if not parts:
+                report.problems.append(
+                    Problem(str(folder), modality, "", "", "modality folder holds no parts")
+                )
+            for part in parts:
+                report.parts += 1
+                try:
+                    info = read_part_info(part)
+                except DataError as exc:
+                    report.problems.append(Problem(str(part), modality, "", "", str(exc).split(": ", 1)[-1]))
+                    continue
+                for ci in info.chunk_infos:
+                    tasks.append(
+                        _Task(
+                            str(part),
+                            modality,
+                            ci["episode"],
+                            ci["episode_idx"],
+                            ci["num_frames"],
+                            info.chunk_size,
+                        )
+                    )
+    return tasks
+
+
+def verify_datasets(
+    dataset_dirs: Sequence[str | Path],
+    jobs: int = 1,
+    on_plan: Callable[[int], None] | None = None,
+    on_episode: Callable[[], None] | None = None,
+) -> VerifyReport:
+    """Check every chunk of every part in ``dataset_dirs``; problems are collected, never raised."""
+    report = VerifyReport(problems=[])
+    tasks = _plan(dataset_dirs, report)
+    if on_plan is not None:
+        on_plan(len(tasks))
+    results: Iterator[tuple[int, list[Problem]]]
+    if jobs > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = pool.map(_verify_episode, tasks, chunksize=max(1, len(tasks) // (jobs * 8)))
+            _collect(results, report, on_episode)
+    else:
+        _collect(map(_verify_episode, tasks), report, on_episode)
+    return report
+
+
+def _collect(
+    results: Iterator[tuple[int, list[Problem]]], report: VerifyReport, on_episode: Callable[[], None] | None
+) -> None:
+    for count, problems in results:
+        report.chunks += count
+        report.episodes += 1
+        report.problems.extend(problems)
+        if on_episode is not None:
+            on_episode()
