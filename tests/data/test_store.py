@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minetrain.data.store import MODALITIES, DatasetWriter, Episode, TrajectoryStore
-from minetrain.data.store.codecs import rle_encode
+from minetrain.data.store.codecs import encode_video, rle_encode
 from minetrain.data.store.layout import chunk_key
 from minetrain.errors import ConfigError, DataError
 
@@ -191,6 +191,11 @@ def corrupt_chunk(part, key, transform):
     [
         ("image", lambda v: v[: len(v) // 2], "MP4 chunk does not decode"),
         ("image", None, "chunk is missing"),
+        (
+            "image",
+            lambda v: encode_video(np.zeros((5, 16, 16, 3), np.uint8)),
+            "ends after 5 frames, expected 32",
+        ),
         ("action", lambda v: v[:10], "does not unpickle"),
         ("segmentation", lambda v: pickle.dumps([{}]), "does not hold 32 frames"),
     ],

@@ -90,3 +90,37 @@ def test_the_reference_reads_a_fresh_minetrain_dataset_over_several_parts(tmp_pa
         timeout=300,
     )
     assert_same_as_reference(TrajectoryStore(dataset, modalities=MODALITIES), load_reference_read(out))
+
+
+LMDB1_CHECK = """
+import multiprocessing, lmdb, numpy as np
+from minetrain.data.store import DatasetWriter, Episode, TrajectoryStore
+assert int(lmdb.__version__.split(".")[0]) == 1, lmdb.__version__
+with DatasetWriter(DIR, episodes_per_part=1) as writer:
+    for i, n in enumerate([70, 9]):
+        image = np.full((n, 15, 17, 3), 100, np.uint8)
+        writer.write(Episode(f"e{i}", image=image, action={"a": np.arange(n)}))
+store = TrajectoryStore(DIR, modalities=("image", "action"))
+assert store.episodes == {"e0": 70, "e1": 9}
+assert store.read("e0", "action", 60, 70)["a"].tolist() == list(range(60, 70))
+assert store.read("e0", "image", 30, 70).shape == (40, 15, 17, 3)
+queue = multiprocessing.get_context("fork").Queue()
+child = multiprocessing.get_context("fork").Process(
+    target=lambda: queue.put(store.read("e1", "image", 0, 9).shape)
+)
+child.start()
+assert queue.get(timeout=60) == (9, 15, 17, 3)
+child.join()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not REFERENCE_PYTHON.exists(), reason="reference venv /tmp/reference-venv is absent")
+def test_the_store_works_with_lmdb_1_and_an_older_pyav(tmp_path):
+    """The reference venv has lmdb 1.x and PyAV 13; minetrain's own code must run there too."""
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1]), "HF_HUB_OFFLINE": "1"}
+    script = f"DIR = {str(tmp_path / 'd')!r}\n" + LMDB1_CHECK
+    result = subprocess.run(
+        [str(REFERENCE_PYTHON), "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]

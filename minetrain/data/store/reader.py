@@ -260,12 +260,12 @@ class TrajectoryStore:
             decoded = 0
             try:
                 for index, frame in enumerate(iter_video_frames(data, size, self.decode_threads)):
-                    decoded = index + 1
-                    if lo <= index < hi:
+                    if index >= lo:
                         if out is None:
                             out = np.empty((stop - start, *frame.shape), dtype=np.uint8)
                         out[chunk_start + index - start] = frame
-                    elif index >= hi and decoded >= expected:
+                    decoded = index + 1
+                    if decoded >= hi:
                         break
             except av.FFmpegError as exc:
                 raise DataError(
@@ -274,7 +274,7 @@ class TrajectoryStore:
                 ) from None
             if decoded < hi:
                 raise DataError(
-                    f"{location.describe(episode, chunk_start)}: MP4 chunk holds {decoded} frames, "
+                    f"{location.describe(episode, chunk_start)}: MP4 chunk ends after {decoded} frames, "
                     f"expected {expected}; run `minetrain data verify` and re-convert this episode"
                 )
         assert out is not None
