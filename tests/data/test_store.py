@@ -156,6 +156,8 @@ def test_episode_validation_names_the_episode_and_keys():
         Episode("e", action={"attack": np.zeros(3), "camera": np.zeros((4, 2))})
     with pytest.raises(DataError, match=r"episode e: .*image=4, action=3"):
         Episode("e", image=np.zeros((4, 8, 8, 3), np.uint8), action={"attack": np.zeros(3)})
+    with pytest.raises(DataError, match=r"action keys \['attack'\] hold scalars"):
+        Episode("e", action={"attack": np.int64(1)})
     with pytest.raises(DataError, match="uint8"):
         Episode("e", image=np.zeros((4, 8, 8, 3), np.float32))
     with pytest.raises(DataError, match="no frames"):

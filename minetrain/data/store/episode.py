@@ -42,7 +42,12 @@ class Episode:
             if not isinstance(self.action, dict) or not self.action:
                 raise DataError(f"episode {self.name}: action must be a non-empty dict of arrays")
             self.action = {key: np.asarray(value) for key, value in self.action.items()}
-            action_lengths = {key: len(value) if value.ndim else -1 for key, value in self.action.items()}
+            scalars = [key for key, value in self.action.items() if value.ndim == 0]
+            if scalars:
+                raise DataError(
+                    f"episode {self.name}: action keys {scalars} hold scalars, not one row per frame"
+                )
+            action_lengths = {key: len(value) for key, value in self.action.items()}
             if len(set(action_lengths.values())) != 1:
                 detail = ", ".join(f"{key}={n}" for key, n in action_lengths.items())
                 raise DataError(f"episode {self.name}: action arrays have unequal lengths ({detail})")
