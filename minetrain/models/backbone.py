@@ -36,5 +36,20 @@ def build_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Mod
     except (RuntimeError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"backbone weights {weights} do not fit timm model {name!r}: {first}") from exc
+    if weights is not None:
+        _check_covered(model, Path(weights), name)
     config = timm.data.resolve_model_data_config(model)
     return model, tuple(config["mean"]), tuple(config["std"])
+
+
+def _check_covered(model: nn.Module, path: Path, name: str) -> None:
+    """timm loads feature extractors leniently; refuse a file that leaves backbone weights unset."""
+    provided = set(timm.models.load_state_dict(str(path)))
+    missing = [
+        key for key in model.state_dict() if key not in provided and not key.endswith("num_batches_tracked")
+    ]
+    if missing:
+        raise CheckpointError(
+            f"backbone weights {path} lack {len(missing)} weights of timm {name!r} (e.g. {missing[0]}); "
+            "pass the timm state dict of that exact model"
+        )
