@@ -104,6 +104,11 @@ class EpisodeContinuousBatchSampler(Sampler[list[int]]):
         self._yielded = 0
 
     @property
+    def sampler(self) -> EpisodeContinuousBatchSampler:
+        """Itself: Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` each epoch."""
+        return self
+
+    @property
     def num_windows(self) -> int:
         return int(self.window_counts.sum())
 

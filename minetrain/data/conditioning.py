@@ -1,0 +1,170 @@
+"""ROCKET-1 conditioning: which interaction each frame of a window is conditioned on.
+
+The segmentation modality lists, per frame, every interaction visible on it (keyed by an
+interaction key tuple). The policy is conditioned on one of them per frame, chosen by hindsight
+relabelling as the reference does: walking the window backwards, keep the current interaction
+while the frames still show it, and pick a new one among a frame's interactions when it does not.
+The pick is drawn from a generator the caller seeds (``item_rng``), so a window's conditioning
+depends on (seed, epoch, item) only and is identical with any number of DataLoader workers.
+
+Output names follow the reference's segmentation callback: ``obj_id`` (interaction type, -1 for
+none), ``obj_mask`` (the chosen object's mask at frame size), ``point`` ((row, col) normalised to
+[0, 1], (-1, -1) for none), ``event``, ``frame_id`` and ``frame_range``.
+
+Condition dropout (absent from the reference, described by the ROCKET-1 paper) acts per window:
+with probability ``dropout`` the whole window is unconditioned (obj_id -1, empty masks). A window
+is the unit the policy sees at once, so a dropped window teaches the unconditioned behaviour over a
+full memory span rather than on isolated frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from minetrain.data.store.codecs import MASK_SHAPE, rle_decode
+from minetrain.errors import DataError
+
+# Raw interaction ids stored in the data -> the types the model embeds (SPEC.md): raw 1 is folded
+# into 3 (Interact) as the reference does.
+INTERACTION_TYPES = {0: 0, 1: 3, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6}
+NO_INTERACTION = -1
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one item's random choices: a pure function of (seed, epoch, index)."""
+    return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
+def choose_interactions(frames: Sequence[Mapping], rng: np.random.Generator) -> list[Hashable | None]:
+    """Hindsight relabelling: the interaction key each frame is conditioned on (None = none).
+
+    Frames without interactions get None but do not end the current interaction, so an
+    interaction that reappears after a gap keeps its key, as in the reference.
+    """
+    chosen: list[Hashable | None] = [None] * len(frames)
+    current: Hashable | None = None
+    for t in range(len(frames) - 1, -1, -1):
+        frame = frames[t]
+        if not frame:
+            continue
+        if current is None or current not in frame:
+            keys = list(frame)
+            current = keys[int(rng.integers(len(keys)))]
+        chosen[t] = current
+    return chosen
+
+
+def interaction_type(raw_id: int) -> int:
+    """The model-side interaction type of a raw interaction id."""
+    try:
+        return INTERACTION_TYPES[int(raw_id)]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(
+            f"interaction obj_id {raw_id!r} is not one of {sorted(INTERACTION_TYPES)}; "
+            "re-convert the segmentation"
+        ) from None
+
+
+@lru_cache(maxsize=8)
+def _sample_positions(height: int, width: int) -> np.ndarray:
+    """Flat 360x640 indices of the pixels a nearest-neighbour resize to (height, width) reads.
+
+    Pixel (i, j) of the output reads source pixel (floor(i * 360 / height), floor(j * 640 / width)),
+    the rule of OpenCV's INTER_NEAREST used by the reference, in exact integer arithmetic.
+    """
+    rows = np.arange(height) * MASK_SHAPE[0] // height
+    cols = np.arange(width) * MASK_SHAPE[1] // width
+    positions = (rows[:, None] * MASK_SHAPE[1] + cols[None, :]).reshape(-1)
+    positions.setflags(write=False)
+    return positions
+
+
+def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
+    """Decode a 360x640 RLE mask straight to ``size`` = (width, height), nearest neighbour.
+
+    Sorted, disjoint runs (what every writer produces) are resolved by counting the sampled pixels
+    each run covers, without materialising the full mask; other RLEs take the general decoder.
+    """
+    width, height = size
+    positions = _sample_positions(height, width)
+    try:
+        numbers = np.array(rle.split(), dtype=np.int64)
+    except (AttributeError, ValueError):
+        numbers = None
+    if numbers is None or numbers.size % 2:
+        return rle_decode(rle).reshape(-1)[positions].reshape(height, width)
+    starts = numbers[0::2] - 1
+    ends = starts + numbers[1::2]
+    total = MASK_SHAPE[0] * MASK_SHAPE[1]
+    ordered = starts.size == 0 or (
+        starts[0] >= 0
+        and ends[-1] <= total
+        and bool(np.all(numbers[1::2] >= 0))
+        and bool(np.all(starts[1:] >= ends[:-1]))
+    )
+    if not ordered:
+        return rle_decode(rle).reshape(-1)[positions].reshape(height, width)
+    bounds = np.empty(2 * starts.size + 2, dtype=np.int64)
+    bounds[0], bounds[-1] = 0, positions.size
+    bounds[1:-1:2] = np.searchsorted(positions, starts)
+    bounds[2:-1:2] = np.searchsorted(positions, ends)
+    values = np.zeros(bounds.size - 1, dtype=np.uint8)
+    values[1::2] = 1
+    return np.repeat(values, np.diff(bounds)).reshape(height, width)
+
+
+def empty_condition(length: int, size: tuple[int, int]) -> dict[str, np.ndarray | list[str]]:
+    """``length`` unconditioned frames: what padding and condition dropout produce."""
+    width, height = size
+    return {
+        "obj_id": np.full(length, NO_INTERACTION, dtype=np.int64),
+        "obj_mask": np.zeros((length, height, width), dtype=np.uint8),
+        "point": np.full((length, 2), -1.0, dtype=np.float32),
+        "event": [""] * length,
+        "frame_id": np.full(length, -1, dtype=np.int64),
+        "frame_range": np.full((length, 2), -1, dtype=np.int64),
+    }
+
+
+def condition_window(
+    frames: Sequence[Mapping],
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    dropout: float = 0.0,
+    stride: int = 1,
+) -> dict[str, np.ndarray | list[str]]:
+    """The conditioning of ``frames[::stride]`` at frame ``size`` = (width, height).
+
+    Relabelling walks every frame of ``frames`` (skipped ones included, so an interaction stays
+    continuous across them); only the kept frames' chosen masks are decoded. The dropout draw comes
+    first from ``rng`` and always happens, so the relabelling does not depend on ``dropout``.
+    """
+    dropped = bool(rng.random() < dropout)
+    chosen = choose_interactions(frames, rng)
+    kept = range(0, len(frames), stride)
+    out = empty_condition(len(kept), size)
+    if dropped:
+        return out
+    decoded: dict[str, np.ndarray] = {}
+    for row, t in enumerate(kept):
+        key = chosen[t]
+        if key is None:
+            continue
+        value = frames[t][key]
+        out["obj_id"][row] = interaction_type(value["obj_id"])
+        rle = value["rle_mask"]
+        if rle not in decoded:
+            decoded[rle] = decode_mask(rle, size)
+        out["obj_mask"][row] = decoded[rle]
+        out["event"][row] = str(value.get("event", ""))
+        point = value.get("point")
+        if point is not None:
+            out["point"][row] = np.asarray(point, dtype=np.float64) / np.array(MASK_SHAPE, dtype=np.float64)
+        out["frame_id"][row] = int(value.get("frame_id", -1))
+        frame_range = value.get("frame_range")
+        if frame_range is not None:
+            out["frame_range"][row] = np.asarray(frame_range, dtype=np.int64)
+    return out

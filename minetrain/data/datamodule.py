@@ -1,0 +1,267 @@
+"""``MineDataModule``: the Lightning data module of the seed tutorial.
+
+Train and val ``RawDataset`` splits of the same episode list, and their DataLoaders:
+
+* ``episode_continuous_batch=True``: ``EpisodeContinuousBatchSampler`` (rank and world size from
+  the trainer, else from torch.distributed), which needs ``Trainer(use_distributed_sampler=False)``
+  as in the seed. The train order is reshuffled every epoch and resumes exactly mid-epoch: the
+  module's ``state_dict`` (saved by Lightning in every checkpoint) records the epoch and the
+  number of batches training has consumed, read from the trainer's progress counters because
+  the sampler itself runs ahead by whatever the loader has prefetched.
+* ``episode_continuous_batch=False``: windows shuffled by a ``DistributedSampler`` (the sampler
+  Lightning would inject) built here with the trainer's rank and world size; restored
+  checkpoints continue with the right epoch's order but restart it from its first batch.
+
+Workers: each one limits torch to one thread and decodes video single-threaded (``decode_threads``
+in ``data_params``), so ``num_workers`` processes use about ``num_workers`` cores; LMDB handles
+are opened lazily inside each worker by the store; workers persist across epochs; memory is pinned
+only when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from torch.utils.data import DataLoader, DistributedSampler
+
+from minetrain.data.dataset import RawDataset
+from minetrain.data.sampler import EpisodeContinuousBatchSampler, default_world
+from minetrain.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DATA_PARAMS = (
+    "mode",
+    "dataset_dirs",
+    "frame_width",
+    "frame_height",
+    "win_len",
+    "skip_frame",
+    "enable_segment",
+    "enable_prev_action",
+    "condition_dropout",
+    "seed",
+    "on_error",
+    "decode_threads",
+)
+
+
+def collate_windows(items: Sequence[Any]) -> Any:
+    """Stack tensors, keep strings and lists of strings as per-sample lists, recurse into dicts."""
+    first = items[0]
+    if isinstance(first, dict):
+        return {key: collate_windows([item[key] for item in items]) for key in first}
+    if isinstance(first, torch.Tensor):
+        return torch.stack(list(items))
+    return list(items)
+
+
+def _limit_worker_threads(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class WindowLoader(DataLoader):
+    """A DataLoader that hands its sampler's epoch to the dataset and reports skipped windows.
+
+    The dataset seeds relabelling and dropout with the epoch, so before each pass the epoch of the
+    (batch) sampler is written to the dataset's shared epoch, which persistent workers read. Windows
+    the dataset replaced because of bad data (``on_error='skip'``: all-zero ``mask``) are counted
+    here, in the main process, whatever worker produced them, and logged when the pass ends.
+    """
+
+    skipped_windows: dict[int, int]
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = getattr(self.batch_sampler, "epoch", getattr(self.sampler, "epoch", None))
+        if epoch is not None:
+            self.dataset.set_epoch(epoch)
+        return self._pass(self.dataset.epoch)
+
+    def _pass(self, epoch: int) -> Iterator[Any]:
+        skipped = 0
+        for batch in super().__iter__():
+            skipped += int((batch["mask"].sum(dim=1) == 0).sum())
+            yield batch
+        if not hasattr(self, "skipped_windows"):
+            self.skipped_windows = {}
+        self.skipped_windows[epoch] = skipped
+        if skipped:
+            log.warning(
+                "epoch %d: %d %s window(s) were skipped because of bad data (on_error='skip'); "
+                "the warnings above name them",
+                epoch,
+                skipped,
+                self.dataset.split,
+            )
+
+
+class MineDataModule(pl.LightningDataModule):
+    """Train/val windows of trajectory datasets (``data_params`` as in the seed, see ``DATA_PARAMS``)."""
+
+    def __init__(
+        self,
+        data_params: dict[str, Any],
+        batch_size: int = 1,
+        num_workers: int = 0,
+        prefetch_factor: int | None = None,
+        split_ratio: float = 0.8,
+        shuffle_episodes: bool = False,
+        episode_continuous_batch: bool = False,
+    ) -> None:
+        super().__init__()
+        params = dict(data_params)
+        unknown = sorted(set(params) - set(DATA_PARAMS))
+        if unknown:
+            raise ConfigError(
+                f"unknown data_params key(s) {', '.join(unknown)}; valid keys: {', '.join(DATA_PARAMS)}"
+            )
+        mode = params.pop("mode", "raw")
+        if mode == "event":
+            raise ConfigError("data_params mode='event' is not supported yet; use mode='raw'")
+        if mode != "raw":
+            raise ConfigError(f"data_params mode={mode!r} is unknown; use mode='raw'")
+        if "dataset_dirs" not in params:
+            raise ConfigError("data_params needs dataset_dirs (a list of dataset directories)")
+        if batch_size < 1 or num_workers < 0:
+            raise ConfigError(
+                f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}"
+            )
+        self.dataset_params = params
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.prefetch_factor = prefetch_factor
+        self.split_ratio = split_ratio
+        self.shuffle_episodes = shuffle_episodes
+        self.episode_continuous_batch = episode_continuous_batch
+        self.seed = int(params.get("seed", 0))
+        self.train_dataset: RawDataset | None = None
+        self.val_dataset: RawDataset | None = None
+        self._train_loader: WindowLoader | None = None
+        self._pending_state: dict[str, Any] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is None:
+            common = dict(
+                self.dataset_params, split_ratio=self.split_ratio, shuffle_episodes=self.shuffle_episodes
+            )
+            self.train_dataset = RawDataset(split="train", **common)
+            self.val_dataset = RawDataset(split="val", **common)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        return default_world()
+
+    def _loader(self, dataset: RawDataset, train: bool) -> WindowLoader:
+        world, rank = self._world()
+        workers = self.num_workers
+        options: dict[str, Any] = dict(
+            num_workers=workers,
+            collate_fn=collate_windows,
+            pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_limit_worker_threads if workers else None,
+            persistent_workers=workers > 0,
+            prefetch_factor=self.prefetch_factor if workers else None,
+        )
+        if self.episode_continuous_batch:
+            batch_sampler = EpisodeContinuousBatchSampler(
+                dataset.window_counts, self.batch_size, world, rank, shuffle=train, seed=self.seed
+            )
+            if train:
+                self._report_plan(batch_sampler)
+            return WindowLoader(dataset, batch_sampler=batch_sampler, **options)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
+        return WindowLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, **options)
+
+    def _report_plan(self, sampler: EpisodeContinuousBatchSampler) -> None:
+        if len(sampler) == 0:
+            raise ConfigError(
+                f"the train split has {sampler.num_windows} windows in {sampler.window_counts.size} "
+                f"episodes: too few for batch_size {self.batch_size} on {sampler.num_replicas} process(es); "
+                "lower batch_size or win_len, or add episodes"
+            )
+        if sampler.dropped_windows:
+            log.info(
+                "episode-continuous batches: %d per process per epoch; %d of %d windows (%.2f%%) are "
+                "left out each epoch (a different set every epoch) so that all processes yield as many",
+                len(sampler),
+                sampler.dropped_windows,
+                sampler.num_windows,
+                100.0 * sampler.dropped_windows / sampler.num_windows,
+            )
+
+    def train_dataloader(self) -> WindowLoader:
+        self.setup()
+        loader = self._loader(self.train_dataset, train=True)
+        self._train_loader = loader
+        if self._pending_state is not None:
+            self._restore(loader, self._pending_state)
+            self._pending_state = None
+        return loader
+
+    def val_dataloader(self) -> WindowLoader | list:
+        self.setup()
+        if len(self.val_dataset) == 0:
+            return []
+        return self._loader(self.val_dataset, train=False)
+
+    def _consumed_batches(self) -> tuple[int, int]:
+        """(epoch, batches of it consumed by training) from the trainer's loop progress.
+
+        ``processed`` counts a batch once its training step ran, which includes the batch whose
+        ``on_train_batch_end`` is saving the checkpoint; Lightning resumes after that batch too.
+        """
+        trainer = self.trainer
+        consumed = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        epoch = trainer.current_epoch
+        if consumed >= trainer.num_training_batches:
+            return epoch + 1, 0
+        return epoch, consumed
+
+    def state_dict(self) -> dict[str, Any]:
+        loader = self._train_loader
+        if loader is None or getattr(self, "trainer", None) is None:
+            return {}
+        epoch, consumed = self._consumed_batches()
+        if isinstance(loader.batch_sampler, EpisodeContinuousBatchSampler):
+            sampler = loader.batch_sampler
+            return {"sampler": {**sampler.state_dict(consumed=consumed), "epoch": epoch}}
+        return {"epoch": epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if self._train_loader is not None:
+            self._restore(self._train_loader, state_dict)
+        else:
+            self._pending_state = state_dict
+
+    def _restore(self, loader: WindowLoader, state: dict[str, Any]) -> None:
+        sampler_state = state.get("sampler")
+        epoch = int((sampler_state or state).get("epoch", 0))
+        batch_sampler = loader.batch_sampler
+        if isinstance(batch_sampler, EpisodeContinuousBatchSampler):
+            if sampler_state is None:
+                log.warning(
+                    "the checkpoint was made with episode_continuous_batch=False; epoch %d starts from "
+                    "its first batch",
+                    epoch,
+                )
+                batch_sampler.set_epoch(epoch)
+                return
+            batch_sampler.load_state_dict(sampler_state)
+            # Lightning warns that a plain DataLoader cannot resume mid-epoch; this one does.
+            warnings.filterwarnings(
+                "ignore",
+                message="You're resuming from a checkpoint that ended before",
+                category=PossibleUserWarning,
+            )
+        elif isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)

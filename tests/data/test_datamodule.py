@@ -1,0 +1,210 @@
+import json
+import os
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from minetrain.data import MineDataModule
+from minetrain.data.sampler import EpisodeContinuousBatchSampler
+from minetrain.data.synth import write_synthetic_dataset
+from minetrain.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "d"
+    return write_synthetic_dataset(out, episodes=8, frames=90, size=32, seed=1)
+
+
+def make_module(dataset_dir, workers=0, continuous=True, batch_size=2, **params):
+    return MineDataModule(
+        data_params=dict(
+            mode="raw",
+            dataset_dirs=[str(dataset_dir)],
+            frame_width=32,
+            frame_height=32,
+            win_len=16,
+            enable_segment=True,
+            **params,
+        ),
+        batch_size=batch_size,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+        split_ratio=0.75,
+        shuffle_episodes=True,
+        episode_continuous_batch=continuous,
+    )
+
+
+def signature(batch) -> list:
+    """What a batch holds, compactly: per slot (episode, first timestamp, condition sum, pixel sum)."""
+    return [
+        (
+            episode,
+            int(batch["timestamp"][i, 0]),
+            int(batch["segment"]["obj_id"][i].sum()),
+            int(batch["segment"]["obj_mask"][i].sum()),
+            int(batch["image"][i].sum()),
+        )
+        for i, episode in enumerate(batch["episode"])
+    ]
+
+
+def epochs(loader, count):
+    seen = []
+    for epoch in range(count):
+        loader.batch_sampler.set_epoch(epoch)
+        seen.append([signature(batch) for batch in loader])
+    return seen
+
+
+def test_seed_configuration_is_accepted(dataset_dir):
+    module = MineDataModule(
+        data_params=dict(
+            mode="raw",
+            dataset_dirs=[str(dataset_dir)],
+            frame_width=224,
+            frame_height=224,
+            win_len=128,
+            enable_segment=True,
+        ),
+        batch_size=8,
+        num_workers=8,
+        prefetch_factor=4,
+        split_ratio=0.95,
+        shuffle_episodes=True,
+        episode_continuous_batch=True,
+    )
+    module.setup("fit")
+    assert len(module.train_dataset) + len(module.val_dataset) == 8
+
+
+def test_bad_configuration_is_a_config_error(dataset_dir):
+    with pytest.raises(ConfigError, match="mode='event' is not supported yet"):
+        MineDataModule(dict(mode="event", dataset_dirs=[str(dataset_dir)]))
+    with pytest.raises(ConfigError, match="unknown data_params key"):
+        MineDataModule(dict(mode="raw", dataset_dirs=[str(dataset_dir)], win_length=3))
+    module = make_module(dataset_dir, batch_size=64)
+    with pytest.raises(ConfigError, match="too few for batch_size 64"):
+        module.train_dataloader()
+
+
+def test_workers_give_identical_batches_and_epochs_differ(dataset_dir):
+    plain = epochs(make_module(dataset_dir, workers=0, condition_dropout=0.3).train_dataloader(), 2)
+    workers = epochs(make_module(dataset_dir, workers=2, condition_dropout=0.3).train_dataloader(), 2)
+    assert plain == workers
+    assert plain[0] != plain[1]
+    assert len(plain[0]) == len(plain[1]) > 3
+
+
+def test_shuffled_windows_mode(dataset_dir):
+    module = make_module(dataset_dir, continuous=False)
+    loader = module.train_dataloader()
+    assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
+    orders = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        windows = [slot[:2] for batch in loader for slot in signature(batch)]
+        assert len(windows) == len(set(windows)) == len(module.train_dataset) // 2 * 2
+        orders.append(windows)
+    assert orders[0] != orders[1]
+
+
+def test_val_loader_is_ordered_and_disjoint_from_train(dataset_dir):
+    module = make_module(dataset_dir, batch_size=1)
+    val = [signature(b)[0][0] for b in module.val_dataloader()]
+    train = {s[0] for b in module.train_dataloader() for s in signature(b)}
+    assert val and not set(val) & train
+    assert list(dict.fromkeys(val)) == module.val_dataset.episodes
+
+
+class Recorder(pl.LightningModule):
+    """Records what each training step saw; the loss only exists so that optimisation runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append((self.current_epoch, batch_idx, signature(batch)))
+        return (self.weight * batch["mask"].float().mean()).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def fit(dataset_dir, workers, max_steps, ckpt_dir, ckpt_path=None, every=None):
+    module = Recorder()
+    callbacks = []
+    if every is not None:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every, save_top_k=-1))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=3,
+        max_steps=max_steps,
+        use_distributed_sampler=False,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=every is not None,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, datamodule=make_module(dataset_dir, workers=workers), ckpt_path=ckpt_path)
+    return module.seen, trainer
+
+
+@pytest.mark.parametrize("stop_in_epoch", ["middle", "end"])
+def test_lightning_resume_continues_with_the_next_batch(dataset_dir, tmp_path, stop_in_epoch):
+    reference, trainer = fit(dataset_dir, 0, -1, tmp_path)
+    per_epoch = trainer.num_training_batches
+    assert len(reference) == 3 * per_epoch
+    stop = per_epoch + 3 if stop_in_epoch == "middle" else per_epoch
+    before, _ = fit(dataset_dir, 2, stop, tmp_path, every=stop)
+    checkpoints = sorted(tmp_path.glob("*.ckpt"))
+    assert len(checkpoints) == 1
+    after, _ = fit(dataset_dir, 2, -1, tmp_path, ckpt_path=checkpoints[0])
+    assert before == reference[:stop]
+    assert after == reference[stop:]
+
+
+def _ddp_worker(rank, world, dataset_dir, out_dir, port):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        loader = make_module(dataset_dir, workers=2 if rank == 0 else 0).train_dataloader()
+        assert isinstance(loader.batch_sampler, EpisodeContinuousBatchSampler)
+        assert loader.batch_sampler.num_replicas == world and loader.batch_sampler.rank == rank
+        seen = []
+        for epoch in range(2):
+            loader.batch_sampler.set_epoch(epoch)
+            for batch in loader:
+                total = torch.tensor([1.0])
+                dist.all_reduce(total)  # a rank with fewer batches would hang here
+                seen.append([epoch, signature(batch)])
+        dist.barrier()
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(seen, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch and Lightning
+def test_two_process_gloo_run(dataset_dir, tmp_path):
+    port = 29500 + os.getpid() % 2000
+    mp.spawn(_ddp_worker, args=(2, str(dataset_dir), str(tmp_path), port), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) > 0
+    for epoch in range(2):
+        episodes = [{slot[0] for e, batch in seen if e == epoch for slot in batch} for seen in ranks]
+        assert episodes[0] and episodes[1] and not episodes[0] & episodes[1]
+        windows = [(slot[0], slot[1]) for seen in ranks for e, batch in seen if e == epoch for slot in batch]
+        assert len(windows) == len(set(windows))
