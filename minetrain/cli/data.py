@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from minetrain.cli import data_events
 from minetrain.errors import ConfigError
 
 
@@ -121,6 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     segments.add_argument("dataset", type=Path, help="dataset dir whose episodes get the annotations")
     segments.set_defaults(func=_convert_segments)
 
+    data_events.register(sub)
+
 
 def _synth(args: argparse.Namespace) -> int:
     from minetrain.data.synth import episode_lengths, write_synthetic_dataset
@@ -140,7 +143,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     summary = summarise(args.dirs, histogram=not args.no_histogram)
     if args.json:
-        print(json.dumps(dataclasses.asdict(summary), indent=2))
+        events = data_events.events_by_dir(args.dirs)
+        print(json.dumps({**dataclasses.asdict(summary), "events": events}, indent=2))
         return 0
     console = Console()
     table = Table(title=", ".join(summary.dirs), show_header=False)
@@ -172,6 +176,7 @@ def _inspect(args: argparse.Namespace) -> int:
         rows.append(("interactions", hist))
     if summary.unreadable_chunks:
         rows.append(("unreadable chunks", f"{summary.unreadable_chunks} (run `minetrain data verify`)"))
+    rows.extend(data_events.event_rows(args.dirs))
     for row in rows:
         table.add_row(*row)
     console.print(table)
