@@ -69,17 +69,22 @@ def interaction_type(raw_id: int) -> int:
 
 
 @lru_cache(maxsize=8)
-def _sample_positions(height: int, width: int) -> np.ndarray:
-    """Flat 360x640 indices of the pixels a nearest-neighbour resize to (height, width) reads.
+def _sample_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a nearest-neighbour resize of a 360x640 mask to (height, width) reads from.
 
-    Pixel (i, j) of the output reads source pixel (floor(i * 360 / height), floor(j * 640 / width)),
-    the rule of OpenCV's INTER_NEAREST used by the reference, in exact integer arithmetic.
+    Output pixel (i, j) reads source pixel (floor(i * 360 / height), floor(j * 640 / width)) in
+    exact integer arithmetic: the pixels OpenCV's INTER_NEAREST (used by the reference) picks when
+    shrinking, as for every frame size up to 360x640 (enlarging may differ on edges). Returns the
+    sorted flat source indices over the distinct source rows, and for each output row the distinct
+    row it copies (rows repeat when upsampling).
     """
     rows = np.arange(height) * MASK_SHAPE[0] // height
     cols = np.arange(width) * MASK_SHAPE[1] // width
-    positions = (rows[:, None] * MASK_SHAPE[1] + cols[None, :]).reshape(-1)
+    distinct, row_of = np.unique(rows, return_inverse=True)
+    positions = (distinct[:, None] * MASK_SHAPE[1] + cols[None, :]).reshape(-1)
     positions.setflags(write=False)
-    return positions
+    row_of.setflags(write=False)
+    return positions, row_of
 
 
 def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
@@ -89,13 +94,14 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
     each run covers, without materialising the full mask; other RLEs take the general decoder.
     """
     width, height = size
-    positions = _sample_positions(height, width)
+    positions, row_of = _sample_grid(height, width)
     try:
         numbers = np.array(rle.split(), dtype=np.int64)
     except (AttributeError, ValueError):
         numbers = None
     if numbers is None or numbers.size % 2:
-        return rle_decode(rle).reshape(-1)[positions].reshape(height, width)
+        sampled = rle_decode(rle).reshape(-1)[positions]
+        return sampled.reshape(-1, width)[row_of]
     starts = numbers[0::2] - 1
     ends = starts + numbers[1::2]
     total = MASK_SHAPE[0] * MASK_SHAPE[1]
@@ -106,14 +112,15 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
         and bool(np.all(starts[1:] >= ends[:-1]))
     )
     if not ordered:
-        return rle_decode(rle).reshape(-1)[positions].reshape(height, width)
+        sampled = rle_decode(rle).reshape(-1)[positions]
+        return sampled.reshape(-1, width)[row_of]
     bounds = np.empty(2 * starts.size + 2, dtype=np.int64)
     bounds[0], bounds[-1] = 0, positions.size
     bounds[1:-1:2] = np.searchsorted(positions, starts)
     bounds[2:-1:2] = np.searchsorted(positions, ends)
     values = np.zeros(bounds.size - 1, dtype=np.uint8)
     values[1::2] = 1
-    return np.repeat(values, np.diff(bounds)).reshape(height, width)
+    return np.repeat(values, np.diff(bounds)).reshape(-1, width)[row_of]
 
 
 def empty_condition(length: int, size: tuple[int, int]) -> dict[str, np.ndarray | list[str]]:
