@@ -20,3 +20,7 @@ class ConfigError(MinetrainError, ValueError):
 
 class CheckpointError(MinetrainError):
     """A checkpoint or weights file is missing or does not fit the model."""
+
+
+class TrainingError(MinetrainError):
+    """Training cannot continue (e.g. a non-finite loss); the message names the step and batch."""

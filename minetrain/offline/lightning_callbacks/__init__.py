@@ -1,0 +1,7 @@
+"""Lightning callbacks for offline training: EMA weights, checkpoints and speed monitoring."""
+
+from minetrain.offline.lightning_callbacks.ema import EMA
+from minetrain.offline.lightning_callbacks.smart_checkpoint import SmartCheckpointCallback
+from minetrain.offline.lightning_callbacks.speed_monitor import SpeedMonitorCallback
+
+__all__ = ["EMA", "SmartCheckpointCallback", "SpeedMonitorCallback"]

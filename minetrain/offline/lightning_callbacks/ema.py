@@ -1,0 +1,109 @@
+"""Exponential moving average of the weights, on Lightning's WeightAveraging and torch's AveragedModel."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+from minetrain.errors import ConfigError
+
+# Key of the shadow weights in a full Lightning checkpoint.
+EMA_STATE_KEY = "ema_state_dict"
+# The AveragedModel wraps the LightningModule under this attribute name.
+_PREFIX = "module."
+
+
+class EMA(WeightAveraging):
+    """Shadow weights ``ema = decay * ema + (1 - decay) * weights`` after every ``every_n_steps``-th
+    optimizer step (the 1st, the (n+1)-th, ...; the first update copies the weights).
+
+    Only parameters are averaged; buffers (normalisation statistics) follow the trained model.
+    ``validate_original_weights=False`` runs validation on the EMA weights. ``cpu_offload`` keeps
+    the shadow copy in host memory. The training module keeps its own weights when training ends;
+    the shadow weights live in full checkpoints (restored on resume) and in the ``-EMA`` weights
+    file ``SmartCheckpointCallback`` writes beside each of its files.
+    """
+
+    def __init__(
+        self,
+        decay: float = 0.999,
+        validate_original_weights: bool = False,
+        every_n_steps: int = 1,
+        cpu_offload: bool = False,
+    ) -> None:
+        if not 0.0 <= decay <= 1.0:
+            raise ConfigError(f"EMA decay={decay!r}; expected a value in [0, 1]")
+        if not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ConfigError(f"EMA every_n_steps={every_n_steps!r}; expected an integer >= 1")
+        super().__init__(
+            device="cpu" if cpu_offload else None, use_buffers=False, multi_avg_fn=get_ema_multi_avg_fn(decay)
+        )
+        self.decay = decay
+        self.validate_original_weights = validate_original_weights
+        self.every_n_steps = every_n_steps
+        self.cpu_offload = cpu_offload
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx % self.every_n_steps == 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # setup() built the shadow copy before the strategy moved the module to its device.
+        if self._average_model is not None and not self.cpu_offload:
+            self._average_model.to(pl_module.device)
+
+    @property
+    def initialized(self) -> bool:
+        """True once the shadow weights have been updated at least once."""
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+    def ema_state_dict(self) -> dict[str, torch.Tensor]:
+        """The shadow weights, keyed like the LightningModule's ``state_dict``."""
+        if self._average_model is None:
+            raise RuntimeError("EMA weights exist only while fitting")
+        state = self._average_model.state_dict()
+        return {key[len(_PREFIX) :]: value for key, value in state.items() if key.startswith(_PREFIX)}
+
+    @contextlib.contextmanager
+    def swapped(self, pl_module: pl.LightningModule) -> Iterator[None]:
+        """Run the body with the EMA weights in ``pl_module`` (swapped back afterwards, bit for bit)."""
+        self._swap_models(pl_module)
+        try:
+            yield
+        finally:
+            self._swap_models(pl_module)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.validate_original_weights:
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.validate_original_weights:
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Keep the trained weights in the module (WeightAveraging would overwrite them with the average)."""
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self._average_model is not None:
+            checkpoint[EMA_STATE_KEY] = self._average_model.state_dict()
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self._average_model is None:
+            return
+        state = checkpoint.get(EMA_STATE_KEY)
+        if state is None:
+            rank_zero_info("the checkpoint has no EMA weights; the EMA restarts from the current weights")
+            self._average_model.n_averaged.zero_()
+            return
+        self._average_model.load_state_dict(state)

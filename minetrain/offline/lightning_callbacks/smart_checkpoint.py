@@ -1,0 +1,73 @@
+"""ModelCheckpoint that also writes the EMA weights, with every file written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from minetrain.offline.checkpoint_io import install_checkpoint_io, remove_stale_temps
+from minetrain.offline.lightning_callbacks.ema import EMA
+
+EMA_SUFFIX = "-EMA"
+
+
+def ema_path(filepath: str, extension: str = ModelCheckpoint.FILE_EXTENSION) -> str:
+    """``name.ckpt`` -> ``name-EMA.ckpt`` (the reference library's naming)."""
+    if filepath.endswith(extension):
+        return filepath[: -len(extension)] + EMA_SUFFIX + extension
+    return filepath + EMA_SUFFIX
+
+
+class SmartCheckpointCallback(ModelCheckpoint):
+    """Lightning ``ModelCheckpoint`` (filename templates, ``save_top_k``, ``every_n_train_steps``,
+    ``save_weights_only``, ...) plus, when an ``EMA`` callback is present, a weights-only file of
+    the EMA weights beside every saved file (``<name>-EMA.ckpt``, removed together with it).
+
+    Files go through ``MineCheckpointIO`` (installed on the Trainer unless it has a custom
+    CheckpointIO): written under a temp name in the same directory and renamed into place, so a
+    killed process never leaves a truncated file under a final name. Temp files left by a killed
+    run are deleted at the next start.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # The seed's two instances may share a frequency; what they write tells them apart.
+        return self._generate_state_key(
+            monitor=self.monitor,
+            mode=self.mode,
+            every_n_train_steps=self._every_n_train_steps,
+            every_n_epochs=self._every_n_epochs,
+            train_time_interval=self._train_time_interval,
+            filename=self.filename,
+            save_weights_only=self.save_weights_only,
+        )
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        install_checkpoint_io(trainer)
+        if trainer.is_global_zero and self.dirpath is not None:
+            remove_stale_temps(self.dirpath)
+
+    @staticmethod
+    def _ema_callback(trainer: pl.Trainer) -> EMA | None:
+        return next((callback for callback in trainer.callbacks if isinstance(callback, EMA)), None)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        ema = self._ema_callback(trainer)
+        if ema is None or not ema.initialized:
+            return
+        target = ema_path(filepath, self.FILE_EXTENSION)
+        if self.verbose:
+            rank_zero_info(f"Saving EMA weights to {target}")
+        with ema.swapped(trainer.lightning_module):
+            trainer.save_checkpoint(target, weights_only=True)
+
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._remove_checkpoint(trainer, filepath)
+        target = ema_path(filepath, self.FILE_EXTENSION)
+        if Path(target).exists() or not trainer.is_global_zero:
+            super()._remove_checkpoint(trainer, target)

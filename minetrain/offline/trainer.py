@@ -1,0 +1,301 @@
+"""MineLightning: the LightningModule that trains a policy offline on episode-continuous batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import nn
+
+from minetrain.errors import CheckpointError, ConfigError, TrainingError
+from minetrain.offline.checkpoint_io import install_checkpoint_io
+from minetrain.offline.memory import SlotMemory
+from minetrain.offline.mine_callbacks import ObjectiveCallback
+from minetrain.offline.optim import SCHEDULES, build_scheduler, param_groups
+from minetrain.offline.utils import convert_to_normal
+
+# Key of MineLightning's own state in a Lightning checkpoint.
+STATE_KEY = "minetrain"
+STAGES = ("train", "val")
+
+
+def step_seed(base_seed: int, stage: str, step: int, rank: int) -> int:
+    """Seed of the random draws (dropout) of one training step.
+
+    A pure function of (run seed, step, rank), so a resumed run draws exactly what an uninterrupted
+    run draws, whatever else consumed the global RNG in between (data loading, validation).
+    """
+    entropy = (base_seed, STAGES.index(stage), step, rank)
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _default_seed() -> int:
+    """The seed given to ``lightning.seed_everything`` if any, else the process's torch seed."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else torch.initial_seed() % 2**63
+
+
+def _objective_names(objectives: Sequence[ObjectiveCallback]) -> list[str]:
+    names: list[str] = []
+    for objective in objectives:
+        name = objective.name
+        names.append(name if name not in names else f"{name}{len(names)}")
+    return names
+
+
+def _mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str | None:
+    """A short description of how ``loaded`` does not fit ``expected``, or None when it fits."""
+    missing = [key for key in expected if key not in loaded]
+    unexpected = [key for key in loaded if key not in expected]
+    shapes = [
+        f"{key} {tuple(loaded[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in loaded and tuple(loaded[key].shape) != tuple(value.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+    return "; ".join(parts) or None
+
+
+class MineLightning(L.LightningModule):
+    """Offline training of ``mine_policy`` on the summed losses of objective callbacks.
+
+    - AdamW (weight decay on weight matrices only, see ``minetrain.offline.optim``), linear warmup
+      over ``warmup_steps`` then a constant rate, or a cosine decay with ``lr_schedule="cosine"``.
+    - The policy's recurrent memory is carried per batch slot from batch to batch and detached in
+      between (truncated BPTT); a slot restarts from empty memory when its episode changes or its
+      window does not continue the previous one. Training and validation keep separate memory;
+      validation memory starts empty at each validation run. The training memory, the run seed and
+      each slot's position are saved in full checkpoints, so a resumed run continues exactly.
+    - Dropout draws come from a per-step seed (see ``step_seed``).
+    - Training metrics are averaged over ranks and written to the loggers every ``log_freq``
+      steps; validation metrics are epoch means.
+    - A non-finite loss stops training with a ``TrainingError`` naming the step and the batch.
+    """
+
+    def __init__(
+        self,
+        mine_policy: nn.Module,
+        callbacks: Sequence[ObjectiveCallback] = (),
+        hyperparameters: Mapping[str, Any] | None = None,
+        *,
+        log_freq: int = 20,
+        learning_rate: float = 1e-5,
+        warmup_steps: int = 1000,
+        weight_decay: float = 0.01,
+        lr_schedule: str = "constant",
+        min_lr_ratio: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        objectives = list(callbacks)
+        if not objectives:
+            raise ConfigError(
+                "MineLightning has no objectives; pass callbacks=[BehaviorCloneCallback(weight=1.0)] "
+                "or another ObjectiveCallback"
+            )
+        for objective in objectives:
+            if not isinstance(objective, ObjectiveCallback):
+                raise ConfigError(
+                    f"MineLightning callbacks must be ObjectiveCallback objectives, got "
+                    f"{type(objective).__name__}; Lightning callbacks (EMA, checkpoints) go to "
+                    "L.Trainer(callbacks=...)"
+                )
+        if not isinstance(log_freq, int) or log_freq < 1:
+            raise ConfigError(f"MineLightning log_freq={log_freq!r}; expected an integer >= 1")
+        if (
+            not learning_rate > 0
+            or not weight_decay >= 0
+            or not isinstance(warmup_steps, int)
+            or warmup_steps < 0
+        ):
+            raise ConfigError(
+                f"MineLightning learning_rate={learning_rate!r}, weight_decay={weight_decay!r}, "
+                f"warmup_steps={warmup_steps!r}; expected lr > 0, weight_decay >= 0, integer warmup >= 0"
+            )
+        if lr_schedule not in SCHEDULES:
+            raise ConfigError(
+                f"MineLightning lr_schedule={lr_schedule!r}; expected one of {', '.join(SCHEDULES)}"
+            )
+        if not 0 <= min_lr_ratio <= 1:
+            raise ConfigError(f"MineLightning min_lr_ratio={min_lr_ratio!r}; expected a value in [0, 1]")
+        self.mine_policy = mine_policy
+        self.objectives = objectives
+        self.objective_names = _objective_names(objectives)
+        self.log_freq = log_freq
+        self.learning_rate = learning_rate
+        self.warmup_steps = warmup_steps
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.min_lr_ratio = min_lr_ratio
+        self.seed = _default_seed() if seed is None else int(seed)
+        self.slot_memory = {stage: SlotMemory() for stage in STAGES}
+        optim = {
+            "learning_rate": learning_rate,
+            "weight_decay": weight_decay,
+            "warmup_steps": warmup_steps,
+            "lr_schedule": lr_schedule,
+            "min_lr_ratio": min_lr_ratio,
+            "log_freq": log_freq,
+            "objectives": {
+                name: vars(obj) for name, obj in zip(self.objective_names, objectives, strict=True)
+            },
+        }
+        self.save_hyperparameters({**convert_to_normal(dict(hyperparameters or {})), "mine_lightning": optim})
+
+    # ----------------------------------------------------------------------------------- steps
+    def _check_window(self, batch: Mapping[str, Any]) -> None:
+        timesteps = getattr(self.mine_policy, "config", {}).get("timesteps")
+        length = batch["image"].shape[1]
+        if timesteps is not None and length != timesteps:
+            raise ConfigError(
+                f"batches hold windows of {length} frames but the policy was built with "
+                f"timesteps={timesteps}; set data_params win_len equal to the policy's timesteps"
+            )
+
+    def _batch_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, torch.Tensor]:
+        self._check_window(batch)
+        slots = self.slot_memory[stage]
+        batch, memory = slots.prepare(batch)
+        for objective in self.objectives:
+            batch = objective.before_step(batch, batch_idx, stage)
+        latents, memory_out = self.mine_policy(batch, memory)
+        slots.update(batch, memory_out)
+        metrics: dict[str, torch.Tensor] = {}
+        total = None
+        for name, objective in zip(self.objective_names, self.objectives, strict=True):
+            result = objective(batch, batch_idx, stage, latents, self.mine_policy)
+            if "loss" not in result:
+                raise ConfigError(
+                    f"objective {type(objective).__name__} returned no 'loss' (keys: {sorted(result)})"
+                )
+            total = result["loss"] if total is None else total + result["loss"]
+            metrics.update(
+                {f"{name}/{key}": torch.as_tensor(value).detach() for key, value in result.items()}
+            )
+        metrics["loss"] = total.detach()
+        return {"loss": total, "metrics": metrics}
+
+    def _check_finite(self, loss: torch.Tensor, batch: Mapping[str, Any], batch_idx: int) -> None:
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return
+        where = (
+            f"at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}, "
+            f"episodes {list(batch['episode'])}, frames from {batch['timestamp'][:, 0].tolist()})"
+        )
+        what = (
+            f"loss is {float(loss)} on rank {self.global_rank}"
+            if not finite
+            else "loss is not finite on another rank"
+        )
+        raise TrainingError(
+            f"{what} {where}; lower the learning rate or check these episodes, then resume from the "
+            "last checkpoint"
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(step_seed(self.seed, "train", self.global_step, self.global_rank))
+            out = self._batch_step(batch, batch_idx, "train")
+        self._check_finite(out["loss"], batch, batch_idx)
+        self.log(
+            "loss", out["metrics"]["loss"], prog_bar=True, logger=False, batch_size=batch["image"].shape[0]
+        )
+        if self.global_step % self.log_freq == 0:
+            self._log_train_metrics(out["metrics"])
+        return out
+
+    def _log_train_metrics(self, metrics: Mapping[str, torch.Tensor]) -> None:
+        names = list(metrics)
+        values = torch.stack([metrics[name].float() for name in names])
+        values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        if self.global_rank == 0:
+            row = {f"train/{name}": float(value) for name, value in zip(names, values.tolist(), strict=True)}
+            for logger in self.loggers:
+                logger.log_metrics(row, step=self.global_step)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        out = self._batch_step(batch, batch_idx, "val")
+        self.log_dict(
+            {f"val/{name}": value for name, value in out["metrics"].items()},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=batch["image"].shape[0],
+        )
+        return out
+
+    def on_validation_epoch_start(self) -> None:
+        self.slot_memory["val"] = SlotMemory()
+
+    # ------------------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(
+            param_groups(self.mine_policy, self.weight_decay), lr=self.learning_rate
+        )
+        total = self.trainer.estimated_stepping_batches if self.lr_schedule == "cosine" else 0
+        scheduler = build_scheduler(
+            optimizer,
+            warmup_steps=self.warmup_steps,
+            schedule=self.lr_schedule,
+            total_steps=total,
+            min_ratio=self.min_lr_ratio,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def setup(self, stage: str) -> None:
+        install_checkpoint_io(self.trainer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "optimizer_states" not in checkpoint:
+            return  # a weights-only file: no training state
+        state = {"seed": self.seed, "train_memory": self.slot_memory["train"].state_dict()}
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        per_rank: list[Any] = [state]
+        if world > 1:
+            # Every rank carries the memory of its own episodes; rank 0 writes them all.
+            per_rank = [None] * world
+            dist.all_gather_object(per_rank, state)
+        checkpoint[STATE_KEY] = {"world_size": world, "ranks": per_rank}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        path = self.trainer.ckpt_path if self._trainer is not None else None
+        problem = _mismatch(checkpoint["state_dict"], self.state_dict())
+        if problem:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model: {problem}; resume with a checkpoint of the "
+                "same policy configuration"
+            )
+        if "optimizer_states" not in checkpoint:
+            raise CheckpointError(
+                f"checkpoint {path} holds weights only; resume from a full checkpoint "
+                "(save_weights_only=False), or load these weights into the policy and start a new run"
+            )
+        saved = checkpoint.get(STATE_KEY)
+        if saved is None:
+            rank_zero_warn(f"checkpoint {path} has no recurrent memory state; training memory starts empty")
+            return
+        if saved["world_size"] != self.trainer.world_size:
+            rank_zero_warn(
+                f"checkpoint {path} was written by {saved['world_size']} processes, this run has "
+                f"{self.trainer.world_size}; training memory starts empty"
+            )
+            self.seed = saved["ranks"][0]["seed"]
+            return
+        state = saved["ranks"][self.global_rank]
+        self.seed = state["seed"]
+        self.slot_memory["train"].load_state_dict(state["train_memory"])

@@ -1,0 +1,15 @@
+"""Shared fixture: a tiny generated dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from minetrain.data.synth import write_synthetic_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 episodes of ~40 frames at 32x32 (about 5 windows of 8 frames each)."""
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "synth", episodes=8, frames=40, size=32)
