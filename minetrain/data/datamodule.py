@@ -1,6 +1,7 @@
 """``MineDataModule``: the Lightning data module of the seed tutorial.
 
-Train and val ``RawDataset`` splits of the same episode list, and their DataLoaders:
+Train and val ``RawDataset`` splits (``EventDataset`` for ``mode='event'``) of the same episode list, and
+their DataLoaders:
 
 * ``episode_continuous_batch=True``: ``EpisodeContinuousBatchSampler`` (rank and world size from
   the trainer, else from torch.distributed), which needs ``Trainer(use_distributed_sampler=False)``
@@ -31,6 +32,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, DistributedSampler
 
 from minetrain.data.dataset import RawDataset
+from minetrain.data.event_dataset import EVENT_PARAMS, EventDataset
 from minetrain.data.sampler import EpisodeContinuousBatchSampler, default_world
 from minetrain.errors import ConfigError
 
@@ -116,16 +118,16 @@ class MineDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         params = dict(data_params)
-        unknown = sorted(set(params) - set(DATA_PARAMS))
+        valid = DATA_PARAMS + (EVENT_PARAMS if params.get("mode") == "event" else ())
+        unknown = sorted(set(params) - set(valid))
         if unknown:
             raise ConfigError(
-                f"unknown data_params key(s) {', '.join(unknown)}; valid keys: {', '.join(DATA_PARAMS)}"
+                f"unknown data_params key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}"
             )
         mode = params.pop("mode", "raw")
-        if mode == "event":
-            raise ConfigError("data_params mode='event' is not supported yet; use mode='raw'")
-        if mode != "raw":
-            raise ConfigError(f"data_params mode={mode!r} is unknown; use mode='raw'")
+        if mode not in ("raw", "event"):
+            raise ConfigError(f"data_params mode={mode!r} is unknown; use mode='raw' or mode='event'")
+        self.dataset_class = EventDataset if mode == "event" else RawDataset
         if "dataset_dirs" not in params:
             raise ConfigError("data_params needs dataset_dirs (a list of dataset directories)")
         if batch_size < 1 or num_workers < 0:
@@ -150,8 +152,8 @@ class MineDataModule(pl.LightningDataModule):
             common = dict(
                 self.dataset_params, split_ratio=self.split_ratio, shuffle_episodes=self.shuffle_episodes
             )
-            self.train_dataset = RawDataset(split="train", **common)
-            self.val_dataset = RawDataset(split="val", **common)
+            self.train_dataset = self.dataset_class(split="train", **common)
+            self.val_dataset = self.dataset_class(split="val", **common)
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

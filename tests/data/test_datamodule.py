@@ -84,8 +84,8 @@ def test_seed_configuration_is_accepted(dataset_dir):
 
 
 def test_bad_configuration_is_a_config_error(dataset_dir):
-    with pytest.raises(ConfigError, match="mode='event' is not supported yet"):
-        MineDataModule(dict(mode="event", dataset_dirs=[str(dataset_dir)]))
+    with pytest.raises(ConfigError, match="mode='video' is unknown"):
+        MineDataModule(dict(mode="video", dataset_dirs=[str(dataset_dir)]))
     with pytest.raises(ConfigError, match="unknown data_params key"):
         MineDataModule(dict(mode="raw", dataset_dirs=[str(dataset_dir)], win_length=3))
     module = make_module(dataset_dir, batch_size=64)
