@@ -343,9 +343,10 @@ def index_events(
             "convert one of them first"
         )
     stores = {m: TrajectoryStore(dataset_dir, modalities=(m,)) for m in present}
+    lengths = {m: store.modality_episodes(m) for m, store in stores.items()}
     available: dict[str, int] = {}
-    for modality, store in stores.items():
-        for name in store.modality_episodes(modality):
+    for modality, episodes in lengths.items():
+        for name in episodes:
             available[name] = available.get(name, 0) | SOURCES[modality]
     path = dataset_dir / INDEX_NAME
     state = _IndexState(None if rebuild or not path.exists() else _load_own(path))
@@ -361,9 +362,8 @@ def index_events(
         read = {}
         try:
             for modality, store in stores.items():
-                if available[name] & SOURCES[modality]:
-                    frames = store.modality_episodes(modality)[name]
-                    read[modality] = store.read(name, modality, 0, frames)
+                if name in lengths[modality]:
+                    read[modality] = store.read(name, modality, 0, lengths[modality][name])
         except DataError as exc:
             report.failed.append((name, str(exc)))
         else:
