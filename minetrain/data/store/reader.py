@@ -187,11 +187,19 @@ class TrajectoryStore:
         return tuple(self.read(episode, "image", 0, 1).shape[1:3])
 
     def read(
-        self, episode: str, modality: str, start: int, stop: int, *, size: tuple[int, int] | None = None
+        self,
+        episode: str,
+        modality: str,
+        start: int,
+        stop: int,
+        *,
+        size: tuple[int, int] | None = None,
+        out: np.ndarray | None = None,
     ) -> Any:
         """Frames [start, stop) of one modality, reading only the chunks that hold them.
 
-        image -> (n, H, W, 3) uint8 (resized to ``size`` = (width, height) if given);
+        image -> (n, H, W, 3) uint8 (resized to ``size`` = (width, height) if given), decoded into
+        ``out`` if given (a batch buffer: saves copying every frame once more);
         action -> dict of arrays; segmentation and meta_info -> list with one dict per frame.
         """
         location = self.locate(episode, modality)
@@ -204,7 +212,7 @@ class TrajectoryStore:
         size_c = location.chunk_size
         first = start - start % size_c
         if modality == "image":
-            return self._read_image(episode, location, start, stop, size)
+            return self._read_image(episode, location, start, stop, size, out)
         pieces = []
         for chunk_start in range(first, stop, size_c):
             expected = min(size_c, location.num_frames - chunk_start)
@@ -249,10 +257,15 @@ class TrajectoryStore:
         )
 
     def _read_image(
-        self, episode: str, location: EpisodeLocation, start: int, stop: int, size: tuple[int, int] | None
+        self,
+        episode: str,
+        location: EpisodeLocation,
+        start: int,
+        stop: int,
+        size: tuple[int, int] | None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         size_c = location.chunk_size
-        out: np.ndarray | None = None
         for chunk_start in range(start - start % size_c, stop, size_c):
             expected = min(size_c, location.num_frames - chunk_start)
             data = self.raw_chunk(episode, "image", chunk_start)
