@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -259,3 +260,33 @@ def test_reads_the_reference_event_lmdb(tmp_path: Path) -> None:
         ("ep-a", 90),
         ("ep-c", 69),
     ]
+
+
+REFERENCE_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "event_reference"
+
+
+def _listing(path: Path) -> list[tuple[str, str, int]]:
+    found = query_events([path], ".*")
+    return [
+        (found.event_names[e], found.episodes[p], f)
+        for e, p, f in zip(found.event.tolist(), found.episode.tolist(), found.frame.tolist(), strict=True)
+    ]
+
+
+def test_index_written_by_the_reference_converter_matches_ours(tmp_path: Path) -> None:
+    """scripts/make_event_fixtures.py ran MineStudio's event converter on these episodes."""
+    definition = json.loads((REFERENCE_FIXTURE / "episodes.json").read_text())
+    expected = sorted(
+        (event, name, int(frame))
+        for name, (_, events) in definition.items()
+        for frame, names in events.items()
+        for event in names
+    )
+    assert sorted(_listing(REFERENCE_FIXTURE)) == expected
+    out = tmp_path / "ds"
+    with DatasetWriter(out, chunk_size=32) as writer:
+        for name, (length, events) in definition.items():
+            meta = [{"events": dict.fromkeys(events.get(str(t), []), 1)} for t in range(length)]
+            writer.write(Episode(name, meta_info=meta))
+    index_events(out)
+    assert _listing(out) == _listing(REFERENCE_FIXTURE)
