@@ -48,13 +48,17 @@ def load_final(path: Path) -> dict[str, Any]:
     return torch.load(path, weights_only=False)
 
 
-def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
-    """Bitwise equality of weights, EMA weights, optimizer state, learning rates and step."""
+def assert_same_state(a: dict[str, Any], b: dict[str, Any], buffers: bool = True) -> None:
+    """Bitwise equality of weights, EMA weights, optimizer state, learning rates and step.
+
+    ``buffers=False`` leaves out the normalisation statistics, which DDP ranks update locally.
+    """
     assert a["global_step"] == b["global_step"]
     assert a["lr"] == b["lr"]
-    for name in ("params", "ema"):
+    skip = set() if buffers else set(a["buffers"])
+    for name in ("params", "buffers", "ema"):
         assert a[name].keys() == b[name].keys()
-        for key in a[name]:
+        for key in a[name].keys() - skip if name != "buffers" or buffers else ():
             assert torch.equal(a[name][key], b[name][key]), f"{name} {key} differs"
     opt_a, opt_b = a["optimizer"], b["optimizer"]
     assert opt_a["param_groups"] == opt_b["param_groups"]

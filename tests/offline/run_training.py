@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "strategy": "ddp_find_unused_parameters_true",
     "precision": "32",
     "save_freq": 4,
+    "ckpt_top_k": 1,
     "batch_size": 2,
     "win_len": 8,
     "timesteps": 8,
@@ -133,7 +134,7 @@ def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer
         SmartCheckpointCallback(
             dirpath=out / "checkpoints",
             filename="ckpt-{epoch}-{step}",
-            save_top_k=1,
+            save_top_k=cfg["ckpt_top_k"],
             every_n_train_steps=cfg["save_freq"],
             save_weights_only=False,
         ),
@@ -171,7 +172,8 @@ def final_state(module: MineLightning, trainer: L.Trainer) -> dict[str, Any]:
     ema = next(cb for cb in trainer.callbacks if isinstance(cb, EMA))
     optimizer = trainer.optimizers[0]
     return {
-        "params": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "params": {k: v.detach().clone() for k, v in module.named_parameters()},
+        "buffers": {k: v.detach().clone() for k, v in module.named_buffers()},
         "ema": {k: v.clone() for k, v in ema.ema_state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "lr": [group["lr"] for group in optimizer.param_groups],
