@@ -7,6 +7,7 @@ mask is a string of 1-based "start length" pairs over the row-major flattened ma
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 from collections.abc import Iterator
@@ -49,6 +50,16 @@ def encode_video(
     return buffer.getvalue()
 
 
+@functools.cache
+def _scaler_takes_threads() -> bool:
+    """PyAV >= 14 scales frames on every core unless told otherwise; older versions use one thread."""
+    try:
+        VideoReformatter().reformat(av.VideoFrame(16, 16, "yuv420p"), format="rgb24", threads=1)
+    except TypeError:
+        return False
+    return True
+
+
 def iter_video_frames(
     data: bytes, size: tuple[int, int] | None = None, threads: int = 1
 ) -> Iterator[np.ndarray]:
@@ -60,13 +71,14 @@ def iter_video_frames(
     """
     width, height = size if size is not None else (None, None)
     reformatter = VideoReformatter()
+    scaling = {"threads": threads} if _scaler_takes_threads() else {}
     with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = threads
         if threads != 1:
             stream.thread_type = "AUTO"
         for frame in container.decode(stream):
-            rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24")
+            rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", **scaling)
             yield rgb.to_ndarray()
 
 
