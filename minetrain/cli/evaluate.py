@@ -207,5 +207,5 @@ def run(args: argparse.Namespace) -> int:
     save_png(plot_report(results), out / PLOT_NAME)
     for name, per_group in results.items():
         console.print(_table(name, per_group))
-    console.print(f"wrote {out / REPORT_NAME} and {out / PLOT_NAME}")
+    console.print(f"wrote {out / REPORT_NAME} and {out / PLOT_NAME}", soft_wrap=True)
     return 0

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     policy = loaded.ema if args.ema else loaded.original
     out = export_directory(policy, args.out_dir, force=args.force)
     which = "EMA" if args.ema else "trained"
-    Console().print(f"exported the {which} weights of {loaded.source} to {out}")
-    Console().print(f"load with: RocketPolicy.from_pretrained({str(out)!r})")
+    console = Console()
+    console.print(f"exported the {which} weights of {loaded.source} to {out}", soft_wrap=True)
+    console.print(f"load with: RocketPolicy.from_pretrained({str(out)!r})", soft_wrap=True)
     return 0

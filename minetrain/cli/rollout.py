@@ -209,5 +209,5 @@ def run(args: argparse.Namespace) -> int:
             f"; the policy's most likely action matches the recording on {agreement[0].mean():.0%} of "
             f"frames (buttons) and {agreement[1].mean():.0%} (camera)"
         )
-    console.print(summary)
+    console.print(summary, soft_wrap=True)
     return 0
