@@ -141,7 +141,9 @@ def test_split_is_by_episode_as_in_raw_mode(large: Path) -> None:
     assert not {e for e, _, _ in infos(train)} & {e for e, _, _ in infos(val)}
 
 
-def module(path: Path, batch_size: int = 2, continuous: bool = True, **params: object) -> MineDataModule:
+def module(
+    path: Path, batch_size: int = 2, continuous: bool = True, workers: int = 0, **params: object
+) -> MineDataModule:
     return MineDataModule(
         data_params={
             "mode": "event",
@@ -152,6 +154,7 @@ def module(path: Path, batch_size: int = 2, continuous: bool = True, **params: o
             **params,
         },
         batch_size=batch_size,
+        num_workers=workers,
         split_ratio=0.75,
         shuffle_episodes=True,
         episode_continuous_batch=continuous,
@@ -206,6 +209,11 @@ def test_distributed_ranks_are_disjoint(large: Path) -> None:
     assert isinstance(shuffled.sampler, torch.utils.data.DistributedSampler)
     items = [s for batch in shuffled for s in signature(batch)]
     assert len(items) == len(set(items)) == len(train) // 2 * 2
+
+
+def test_worker_processes_give_the_same_batches(large: Path) -> None:
+    plain = [signature(b) for b in module(large).train_dataloader()]
+    assert [signature(b) for b in module(large, workers=2).train_dataloader()] == plain
 
 
 def test_resume_mid_epoch_through_the_module_state(large: Path) -> None:
