@@ -123,17 +123,21 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
     return np.repeat(values, np.diff(bounds)).reshape(-1, width)[row_of]
 
 
-def empty_condition(length: int, size: tuple[int, int]) -> dict[str, np.ndarray | list[str]]:
-    """``length`` unconditioned frames: what padding and condition dropout produce."""
-    width, height = size
+def no_condition(length: int) -> dict[str, np.ndarray | list[str]]:
+    """Every output of ``condition_window`` but ``obj_mask``, for ``length`` unconditioned frames."""
     return {
         "obj_id": np.full(length, NO_INTERACTION, dtype=np.int64),
-        "obj_mask": np.zeros((length, height, width), dtype=np.uint8),
         "point": np.full((length, 2), -1.0, dtype=np.float32),
         "event": [""] * length,
         "frame_id": np.full(length, -1, dtype=np.int64),
         "frame_range": np.full((length, 2), -1, dtype=np.int64),
     }
+
+
+def empty_condition(length: int, size: tuple[int, int]) -> dict[str, np.ndarray | list[str]]:
+    """``length`` unconditioned frames: what padding and condition dropout produce."""
+    width, height = size
+    return {**no_condition(length), "obj_mask": np.zeros((length, height, width), dtype=np.uint8)}
 
 
 def condition_window(
@@ -142,30 +146,34 @@ def condition_window(
     rng: np.random.Generator,
     dropout: float = 0.0,
     stride: int = 1,
+    obj_mask: np.ndarray | None = None,
 ) -> dict[str, np.ndarray | list[str]]:
     """The conditioning of ``frames[::stride]`` at frame ``size`` = (width, height).
 
     Relabelling walks every frame of ``frames`` (skipped ones included, so an interaction stays
-    continuous across them); only the kept frames' chosen masks are decoded. The dropout draw comes
-    first from ``rng`` and always happens, so the relabelling does not depend on ``dropout``.
+    continuous across them); only the kept frames' chosen masks are decoded, into ``obj_mask``
+    ((kept frames, height, width) uint8, every row written) if given. The dropout draw comes first
+    from ``rng`` and always happens, so the relabelling does not depend on ``dropout``.
     """
     dropped = bool(rng.random() < dropout)
     chosen = choose_interactions(frames, rng)
     kept = range(0, len(frames), stride)
-    out = empty_condition(len(kept), size)
-    if dropped:
-        return out
+    width, height = size
+    out = no_condition(len(kept))
+    masks = np.empty((len(kept), height, width), dtype=np.uint8) if obj_mask is None else obj_mask
+    out["obj_mask"] = masks
     decoded: dict[str, np.ndarray] = {}
     for row, t in enumerate(kept):
-        key = chosen[t]
+        key = None if dropped else chosen[t]
         if key is None:
+            masks[row] = 0
             continue
         value = frames[t][key]
         out["obj_id"][row] = interaction_type(value["obj_id"])
         rle = value["rle_mask"]
         if rle not in decoded:
             decoded[rle] = decode_mask(rle, size)
-        out["obj_mask"][row] = decoded[rle]
+        masks[row] = decoded[rle]
         out["event"][row] = str(value.get("event", ""))
         point = value.get("point")
         if point is not None:

@@ -54,8 +54,13 @@ DATA_PARAMS = (
 )
 
 
-def collate_windows(items: Sequence[Any]) -> Any:
-    """Stack tensors, keep strings and lists of strings as per-sample lists, recurse into dicts."""
+def collate_windows(items: Sequence[Any] | dict[str, Any]) -> Any:
+    """The batch ``RawDataset.__getitems__`` built, or one stacked from single windows.
+
+    Stacks tensors, keeps strings and lists of strings as per-window lists, recurses into dicts.
+    """
+    if isinstance(items, dict):
+        return items
     first = items[0]
     if isinstance(first, dict):
         return {key: collate_windows([item[key] for item in items]) for key in first}

@@ -32,10 +32,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from minetrain.actions import CAMERA_KEY, ENV_KEYS, env_to_agent
-from minetrain.data.conditioning import condition_window, empty_condition, item_rng
+from minetrain.data.conditioning import condition_window, item_rng, no_condition
 from minetrain.data.store import TrajectoryStore
 from minetrain.errors import ConfigError, DataError
 
@@ -149,6 +149,7 @@ class RawDataset(Dataset):
         self.offsets = np.concatenate([[0], np.cumsum(self.window_counts)]).astype(np.int64)
         # The epoch lives in shared memory so persistent DataLoader workers see set_epoch().
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._buffers = BufferPool()
 
     @property
     def epoch(self) -> int:
@@ -176,57 +177,83 @@ class RawDataset(Dataset):
         return episode, index - int(self.offsets[episode])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        position, window = self.locate(int(index))
+        """One window: the batch of ``[index]`` without its batch axis."""
+        return _unbatch(self.__getitems__([index]))
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        """A batch of windows, decoded straight into the batch's tensors.
+
+        The DataLoader calls this with each batch of indices. Every frame is copied once, from the
+        decoder into the batch; in a worker process the large tensors live in shared memory, so
+        handing the batch to the main process copies nothing either.
+        """
+        count, (width, height) = len(indices), self.size
+        image = self._buffers.take((count, self.win_len, height, width, 3))
+        obj_mask = self._buffers.take((count, self.win_len, height, width)) if self.enable_segment else None
+        windows = [
+            self._window(int(index), image[row].numpy(), None if obj_mask is None else obj_mask[row].numpy())
+            for row, index in enumerate(indices)
+        ]
+        batch = _stack(windows)
+        batch["image"] = image
+        batch["agent_action"] = env_to_agent(batch["env_action"])
+        if self.enable_prev_action:
+            batch["agent_prev_action"] = env_to_agent(batch["env_prev_action"])
+        if obj_mask is not None:
+            batch["segment"]["obj_mask"] = obj_mask
+        return batch
+
+    def _window(self, index: int, image: np.ndarray, obj_mask: np.ndarray | None) -> dict[str, Any]:
+        """Read window ``index`` into ``image`` and ``obj_mask``; return its other, small fields."""
+        position, window = self.locate(index)
         episode, length = self.episodes[position], self.episode_lengths[position]
         span = self.win_len * self.skip_frame
         start, stop = window * span, min((window + 1) * span, length)
         try:
-            item = self._read_window(int(index), episode, start, stop)
+            return self._read_window(index, episode, start, stop, image, obj_mask)
         except DataError as exc:
             if self.on_error == "raise":
                 raise
-            log.warning(
-                "skipping window %d of episode %s (frames %d-%d): %s", window, episode, start, stop, exc
-            )
-            item = self._empty_window(episode)
-        return item
+            log.warning("skipping window %d of episode %s: %s", window, episode, exc)
+            image[:] = 0
+            if obj_mask is not None:
+                obj_mask[:] = 0
+            return self._padding(episode)
 
-    def _read_window(self, index: int, episode: str, start: int, stop: int) -> dict[str, Any]:
+    def _read_window(
+        self, index: int, episode: str, start: int, stop: int, image: np.ndarray, obj_mask: np.ndarray | None
+    ) -> dict[str, Any]:
         k, length = self.skip_frame, self.win_len
-        frames = self.store.read(episode, "image", start, stop, size=self.size)[::k]
-        real = len(frames)
-        image = np.zeros((length, self.size[1], self.size[0], 3), dtype=np.uint8)
-        image[:real] = frames
+        real = len(range(start, stop, k))
+        if k == 1:
+            self.store.read(episode, "image", start, stop, size=self.size, out=image[:real])
+        else:
+            image[:real] = self.store.read(episode, "image", start, stop, size=self.size)[::k]
+        image[real:] = 0
         where = f"{self.store.locate(episode, 'action').describe(episode)} frames [{start}, {stop})"
-        env = env_action_rows(
-            aggregate_actions(self.store.read(episode, "action", start, stop), k), length, where
-        )
-        timestamp = np.full(length, -1, dtype=np.int64)
-        timestamp[:real] = np.arange(start, stop, k)
-        mask = np.zeros(length, dtype=np.uint8)
-        mask[:real] = 1
-        item: dict[str, Any] = {
-            "image": image,
-            "env_action": env,
-            "agent_action": env_to_agent(env),
-            "mask": mask,
-            "timestamp": timestamp,
-            "first": timestamp == 0,
-            "episode": episode,
-        }
+        action = aggregate_actions(self.store.read(episode, "action", start, stop), k)
+        fields = self._padding(episode)
+        fields["env_action"] = env_action_rows(action, length, where)
+        fields["mask"][:real] = 1
+        fields["timestamp"][:real] = np.arange(start, stop, k)
+        fields["first"] = fields["timestamp"] == 0
         if self.enable_prev_action:
-            prev = self._previous_actions(episode, start, real, where)
-            item["env_prev_action"] = prev
-            item["agent_prev_action"] = env_to_agent(prev)
-        if self.enable_segment:
+            fields["env_prev_action"] = self._previous_actions(episode, start, real, where)
+        if obj_mask is not None:
             segments = self.store.read(episode, "segmentation", start, stop)
             rng = item_rng(self.seed, self.epoch, index)
             try:
-                condition = condition_window(segments, self.size, rng, self.condition_dropout, stride=k)
+                condition = condition_window(
+                    segments, self.size, rng, self.condition_dropout, stride=k, obj_mask=obj_mask[:real]
+                )
             except DataError as exc:
                 raise DataError(f"{where}: {exc}") from None
-            item["segment"] = self._pad_condition(condition)
-        return _to_tensors(item)
+            obj_mask[real:] = 0
+            segment = fields["segment"]
+            for key, value in condition.items():
+                if key != "obj_mask":
+                    segment[key][:real] = value
+        return fields
 
     def _previous_actions(self, episode: str, start: int, real: int, where: str) -> dict[str, np.ndarray]:
         """Aggregated actions of [t - k, t) for every kept frame t; zero before the episode starts."""
@@ -244,42 +271,74 @@ class RawDataset(Dataset):
                 prev[key][1:real] = value
         return prev
 
-    def _pad_condition(self, condition: dict[str, Any]) -> dict[str, Any]:
-        real = len(condition["obj_id"])
-        if real == self.win_len:
-            return condition
-        pad = empty_condition(self.win_len - real, self.size)
-        return {
-            key: value + pad[key] if isinstance(value, list) else np.concatenate([value, pad[key]])
-            for key, value in condition.items()
-        }
-
-    def _empty_window(self, episode: str) -> dict[str, Any]:
-        """The all-padding stand-in for a window that could not be read."""
+    def _padding(self, episode: str) -> dict[str, Any]:
+        """The small fields of an all-padding window (``first`` set: nothing continues into it)."""
         length = self.win_len
-        env = zero_env_action(length)
         first = np.zeros(length, dtype=bool)
         first[0] = True
-        item: dict[str, Any] = {
-            "image": np.zeros((length, self.size[1], self.size[0], 3), dtype=np.uint8),
-            "env_action": env,
-            "agent_action": env_to_agent(env),
+        fields: dict[str, Any] = {
+            "env_action": zero_env_action(length),
             "mask": np.zeros(length, dtype=np.uint8),
             "timestamp": np.full(length, -1, dtype=np.int64),
             "first": first,
             "episode": episode,
         }
         if self.enable_prev_action:
-            item["env_prev_action"] = {key: value.copy() for key, value in env.items()}
-            item["agent_prev_action"] = env_to_agent(env)
+            fields["env_prev_action"] = zero_env_action(length)
         if self.enable_segment:
-            item["segment"] = empty_condition(length, self.size)
-        return _to_tensors(item)
+            fields["segment"] = no_condition(length)
+        return fields
 
 
-def _to_tensors(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, dict):
-        return {key: _to_tensors(v) for key, v in value.items()}
-    return value
+class BufferPool:
+    """Reuses batch tensors nothing else references any more.
+
+    A batch is hundreds of MB written once, and the page faults of fresh memory cost about as
+    much as the writing. In the main process (``num_workers=0``) a batch's buffers are reused once
+    every tensor, view and numpy array of the batch is gone: the storage's reference count says so
+    exactly, so a batch still held by training is never overwritten. In a DataLoader worker the
+    buffers are allocated in shared memory instead, as ``default_collate`` does, because sending
+    a batch to the main process would otherwise copy it into shared memory first.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        self.size = size
+        self._pools: dict[tuple[int, ...], list[torch.Tensor]] = {}
+
+    @staticmethod
+    def _unreferenced(tensor: torch.Tensor) -> bool:
+        # 2 = the pool's tensor + the temporary storage object made for this query.
+        return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) == 2
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """An uninitialised uint8 tensor of ``shape``."""
+        if get_worker_info() is not None:
+            storage = torch.UntypedStorage._new_shared(math.prod(shape))
+            return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+        pool = self._pools.setdefault(shape, [])
+        for tensor in pool:
+            if self._unreferenced(tensor):
+                return tensor
+        tensor = torch.empty(shape, dtype=torch.uint8)
+        if len(pool) < self.size:
+            pool.append(tensor)
+        return tensor
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"size": self.size, "_pools": {}}
+
+
+def _stack(values: list[Any]) -> Any:
+    """Batch per-window fields: arrays are stacked into tensors, strings and string lists kept per window."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: _stack([value[key] for value in values]) for key in first}
+    if isinstance(first, np.ndarray):
+        return torch.from_numpy(np.stack(values))
+    return list(values)
+
+
+def _unbatch(batch: Any) -> Any:
+    if isinstance(batch, dict):
+        return {key: _unbatch(value) for key, value in batch.items()}
+    return batch[0]

@@ -1,0 +1,113 @@
+"""Frames/s the train DataLoader of ``MineDataModule`` delivers, against the decode-only bound.
+
+The bound is single-threaded PyAV decoding (with RGB conversion at 224x224) of exactly the image
+chunks the train split holds, measured in the same run; the loader figures use the seed's data
+block (224x224, win_len 128, segmentation on, episode-continuous batches). Targets on a 2-core
+machine: >= 85% of the bound with num_workers=0 and >= 1.6x the num_workers=0 figure with 2.
+
+Run: ``python benchmarks/bench_loader.py [--data-dir DIR] [--episodes 16]``. The synthetic
+dataset is written once to ``--data-dir`` and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from minetrain.data import MineDataModule
+from minetrain.data.store import TrajectoryStore
+from minetrain.data.store.codecs import iter_video_frames
+from minetrain.data.synth import write_synthetic_dataset
+
+SIZE = 224
+WIN_LEN = 128
+
+
+def ensure_dataset(path: Path, episodes: int, frames: int) -> Path:
+    done = path / "bench-complete"
+    if not done.exists():
+        print(f"writing {episodes} x {frames} synthetic frames at {SIZE}x{SIZE} to {path} (once)")
+        write_synthetic_dataset(
+            path, episodes=episodes, frames=frames, size=SIZE, seed=0, lengths=[frames] * episodes
+        )
+        done.touch()
+    return path
+
+
+def decode_bound(path: Path, episodes: list[str]) -> float:
+    """Frames/s of decoding every image chunk of ``episodes``, one thread, nothing else."""
+    store = TrajectoryStore([path], modalities=("image",))
+    chunks = [store.raw_chunk(e, "image", s) for e in episodes for s in store.chunk_starts(e, "image")]
+    start = time.perf_counter()
+    frames = sum(1 for data in chunks for _ in iter_video_frames(data, (SIZE, SIZE)))
+    return frames / (time.perf_counter() - start)
+
+
+def make_module(path: Path, batch_size: int, workers: int) -> MineDataModule:
+    return MineDataModule(
+        data_params=dict(
+            mode="raw",
+            dataset_dirs=[str(path)],
+            frame_width=SIZE,
+            frame_height=SIZE,
+            win_len=WIN_LEN,
+            enable_segment=True,
+        ),
+        batch_size=batch_size,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        split_ratio=0.95,
+        shuffle_episodes=True,
+        episode_continuous_batch=True,
+    )
+
+
+def loader_rate(path: Path, batch_size: int, workers: int) -> tuple[float, float]:
+    """(steady frames/s after the first batch, frames/s including start-up) over one epoch."""
+    loader = make_module(path, batch_size, workers).train_dataloader()
+    start = time.perf_counter()
+    iterator = iter(loader)
+    first = next(iterator)
+    warm = time.perf_counter()
+    steady = 0
+    for batch in iterator:
+        steady += int(batch["mask"].sum())
+    end = time.perf_counter()
+    total = steady + int(first["mask"].sum())
+    return steady / (end - warm), total / (end - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/minetrain-bench-loader"))
+    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=5 * WIN_LEN, help="frames per episode")
+    args = parser.parse_args()
+    path = ensure_dataset(args.data_dir, args.episodes, args.frames)
+    episodes = make_module(path, 1, 0)
+    episodes.setup()
+    train = episodes.train_dataset.episodes
+
+    bounds = [decode_bound(path, train)]
+    rows = []
+    for batch_size in (2, 8):
+        for workers in (0, 2):
+            steady, total = loader_rate(path, batch_size, workers)
+            rows.append((batch_size, workers, steady, total))
+            bounds.append(decode_bound(path, train))
+    bound = statistics.median(bounds)
+    print(f"decode-only bound: {bound:,.0f} frames/s (median of {len(bounds)}: "
+          f"{', '.join(f'{b:,.0f}' for b in bounds)})")  # fmt: skip
+    print(f"{'batch':>5} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'vs w=0':>7} {'incl. start-up':>15}")
+    base = {b: steady for b, w, steady, _ in rows if w == 0}
+    for batch_size, workers, steady, total in rows:
+        print(
+            f"{batch_size:>5} {workers:>7} {steady:>9,.0f} {steady / bound:>8.0%} "
+            f"{steady / base[batch_size]:>6.2f}x {total:>15,.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
