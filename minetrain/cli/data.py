@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from minetrain.cli import data_events
+from minetrain.cli import data_events, data_sample
 from minetrain.errors import ConfigError
 
 
@@ -123,6 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     segments.set_defaults(func=_convert_segments)
 
     data_events.register(sub)
+    data_sample.register(sub)
 
 
 def _synth(args: argparse.Namespace) -> int:
