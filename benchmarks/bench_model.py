@@ -1,0 +1,188 @@
+"""RocketPolicy speed on CPU: training steps (forward + backward) and streaming inference.
+
+Measures minetrain's RocketPolicy and, when the reference venv exists (/tmp/reference-venv), the
+reference library's RocketPolicy on the same configuration in the same run, each in its own
+subprocess (so peak memory is per model), and prints the ratios.
+
+Rates come from process CPU time at a fixed thread count (default 1): on a shared machine wall
+time mostly measures the neighbours. Wall-clock rates are printed too.
+
+    python benchmarks/bench_model.py [--steps 3] [--frames 32] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIG = {
+    "backbone": "efficientnet_b0.ra_in1k",
+    "hiddim": 256,
+    "num_heads": 4,
+    "num_layers": 2,
+    "timesteps": 32,
+    "mem_len": 32,
+}
+BATCH, SIZE = 2, 224
+REFERENCE_PYTHON = Path("/tmp/reference-venv/bin/python")
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _build(impl: str):
+    import torch
+
+    torch.manual_seed(0)
+    if impl == "ours":
+        from minetrain.models import RocketPolicy
+
+        return RocketPolicy(**CONFIG)
+    import timm
+
+    create = timm.create_model
+    timm.create_model = lambda name, pretrained=False, **kw: create(name, pretrained=False, **kw)
+    from minestudio.models import RocketPolicy
+
+    return RocketPolicy(**CONFIG)
+
+
+def _batch(t: int, seed: int):
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "image": torch.randint(0, 256, (BATCH, t, SIZE, SIZE, 3), dtype=torch.uint8, generator=gen),
+        "segment": {
+            "obj_id": torch.randint(-1, 9, (BATCH, t), generator=gen),
+            "obj_mask": torch.randint(0, 2, (BATCH, t, SIZE, SIZE), dtype=torch.uint8, generator=gen),
+        },
+    }
+
+
+def _logits(out: dict, key: str):
+    logits = out["pi_logits"][key]
+    return logits.reshape(*logits.shape[:2], -1)  # the reference adds a singleton axis
+
+
+class _Clock:
+    """CPU and wall seconds spent inside ``with`` blocks."""
+
+    def __init__(self) -> None:
+        self.cpu = self.wall = 0.0
+
+    def __enter__(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu += time.process_time() - self._cpu
+        self.wall += time.perf_counter() - self._wall
+
+
+def measure(impl: str, steps: int, frames: int, threads: int) -> dict:
+    """Run in a child process: training steps/s, peak memory, streaming frames/s."""
+    import torch
+
+    torch.set_num_threads(threads)
+    model = _build(impl).train()
+    t = CONFIG["timesteps"]
+    batches = [_batch(t, seed) for seed in range(steps + 1)]
+    memory = None
+    rss_before = _rss_mb()
+    train = _Clock()
+    for i, batch in enumerate(batches):
+        with train if i else _Clock():  # the first step is a warm-up
+            out, memory = model(batch, memory)
+            loss = -sum(_logits(out, key)[..., 0].mean() for key in ("buttons", "camera"))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            memory = [m.detach() for m in memory]
+    train_peak = _peak_mb()
+
+    model.eval()
+    if impl == "reference":
+        model.first = torch.zeros(BATCH, 1, dtype=torch.bool)  # it caches the flags' shape of its first call
+    stream = _batch(frames + 4, 99)
+    memory = None
+    streaming = _Clock()
+    with torch.inference_mode():
+        for i in range(frames + 4):
+            step = {
+                "image": stream["image"][:, i : i + 1],
+                "segment": {k: v[:, i : i + 1] for k, v in stream["segment"].items()},
+            }
+            with streaming if i >= 4 else _Clock():  # the first calls pay one-off kernel setup
+                _, memory = model(step, memory)
+    return {
+        "train_steps_per_s": steps / train.cpu,
+        "train_steps_per_wall_s": steps / train.wall,
+        "train_peak_rss_mb": train_peak,
+        "train_rss_growth_mb": train_peak - rss_before,
+        "stream_frames_per_s": frames * BATCH / streaming.cpu,
+        "stream_frames_per_wall_s": frames * BATCH / streaming.wall,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _child(python: Path | str, impl: str, args: argparse.Namespace) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [str(python), __file__, "--child", impl]
+    cmd += ["--steps", str(args.steps), "--frames", str(args.frames), "--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{impl} benchmark failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up)")
+    parser.add_argument("--frames", type=int, default=32, help="timed streaming steps (after four warm-ups)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in each measurement")
+    parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.steps, args.frames, args.threads)))
+        return
+
+    print(f"config {CONFIG}, batch {BATCH}, {SIZE}x{SIZE} frames, CPU, {args.threads} thread(s), fp32")
+    results = {"minetrain": _child(sys.executable, "ours", args)}
+    if REFERENCE_PYTHON.exists():
+        results["reference"] = _child(REFERENCE_PYTHON, "reference", args)
+    for name, r in results.items():
+        print(
+            f"{name:>10}: train {r['train_steps_per_s']:.3f} steps/CPU-s "
+            f"({r['train_steps_per_wall_s']:.3f}/wall-s), "
+            f"peak RSS {r['train_peak_rss_mb']:.0f} MB (+{r['train_rss_growth_mb']:.0f} MB while training), "
+            f"streaming {r['stream_frames_per_s']:.1f} frames/CPU-s "
+            f"({r['stream_frames_per_wall_s']:.1f}/wall-s), "
+            f"{r['params']:,} params"
+        )
+    if "reference" in results:
+        ours, ref = results["minetrain"], results["reference"]
+        print(
+            f"     ratio: train speed x{ours['train_steps_per_s'] / ref['train_steps_per_s']:.2f}, "
+            f"peak RSS x{ours['train_peak_rss_mb'] / ref['train_peak_rss_mb']:.2f}, "
+            f"streaming speed x{ours['stream_frames_per_s'] / ref['stream_frames_per_s']:.2f} "
+            "(speed: >1 is faster; memory: <1 is smaller)"
+        )
+
+
+if __name__ == "__main__":
+    main()
