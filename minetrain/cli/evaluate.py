@@ -35,10 +35,10 @@ REPORT_NAME = "report.json"
 PLOT_NAME = "report.png"
 COLUMNS = (
     ("frames", "frames", "{:d}"),
-    ("loss", "loss", "{:.3f}"),
-    ("buttons_nll", "btn nll", "{:.3f}"),
+    ("loss", "loss", "{:.2f}"),
+    ("buttons_nll", "btn nll", "{:.2f}"),
     ("buttons_acc", "btn acc", "{:.1%}"),
-    ("camera_nll", "cam nll", "{:.3f}"),
+    ("camera_nll", "cam nll", "{:.2f}"),
     ("camera_acc", "cam acc", "{:.1%}"),
     ("camera_move_precision", "move prec", "{:.1%}"),
     ("camera_angle_error_deg", "cam err°", "{:.2f}"),
@@ -48,11 +48,28 @@ CAPTION = (
 )
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def device(text: str) -> str:
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device is available here; use cpu")
+    return text
 
 
 def frame_size(text: str) -> tuple[int, int]:
@@ -77,6 +94,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device",
+        type=device,
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="torch device (default: %(default)s)",
     )
@@ -101,17 +119,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="val",
         help="episodes to evaluate: the validation split training used, or all (default: %(default)s)",
     )
-    parser.add_argument("--batches", type=_positive, help="evaluate at most this many batches")
+    parser.add_argument("--batches", type=positive_int, help="evaluate at most this many batches")
     parser.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         default=4,
         help="episodes evaluated side by side (default: %(default)s)",
     )
     parser.add_argument(
         "--split-ratio", type=float, help="share of episodes in the train split (default: the checkpoint's)"
     )
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=0, help="DataLoader worker processes (default: 0)"
+    )
     parser.add_argument("--out", type=Path, help="report directory (default: ./eval-<checkpoint name>)")
     add_data_options(parser)
     parser.set_defaults(func=run)

@@ -21,25 +21,11 @@ from rich.console import Console
 
 from minetrain.actions import BUTTONS, CAMERA_KEY, CAMERA_MAXVAL, env_to_agent
 from minetrain.cli.checkpoints import data_settings, load_checkpoint
-from minetrain.cli.evaluate import DATA_DEFAULTS, add_data_options
+from minetrain.cli.evaluate import DATA_DEFAULTS, add_data_options, non_negative_int, positive_int
 from minetrain.errors import CheckpointError, ConfigError, DataError
 
 AGREE, DIFFER, NEUTRAL = (90, 220, 110), (255, 120, 80), (230, 230, 230)
 PANEL_LINES = 2
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,10 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="dataset dir holding the episode")
     parser.add_argument("--episode", required=True, help="episode name (see `minetrain data inspect`)")
     parser.add_argument("--out", type=Path, required=True, help="output video (.mp4)")
-    parser.add_argument("--start", type=_non_negative, default=0, help="first frame (default: 0)")
-    parser.add_argument("--frames", type=_positive, default=200, help="number of frames (default: 200)")
+    parser.add_argument("--start", type=non_negative_int, default=0, help="first frame (default: 0)")
+    parser.add_argument("--frames", type=positive_int, default=200, help="number of frames (default: 200)")
     parser.add_argument(
-        "--fps", type=_positive, default=20, help="frames per second of the clip (default: 20)"
+        "--fps", type=positive_int, default=20, help="frames per second of the clip (default: 20)"
     )
     parser.add_argument("--ema", action="store_true", help="run the EMA weights")
     parser.add_argument("--png", type=Path, help="also write a PNG grid of 8 frames spread over the clip")
