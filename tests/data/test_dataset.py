@@ -199,3 +199,20 @@ def test_bad_chunk_raises_or_is_skipped_and_counted(tmp_path, payload, caplog):
         assert len(batches) == len(sampler)
         assert loader.skipped_windows == {0: 1}
         assert "epoch 0: 1 train window(s) were skipped" in caplog.text
+
+
+def test_batch_buffers_are_reused_only_when_released(dataset_dir):
+    data = dataset(dataset_dir)
+    storage = lambda tensor: tensor.untyped_storage().data_ptr()  # noqa: E731
+    first = data.__getitems__([0, 1])
+    expected = first["image"].clone()
+    held = first["image"][1]  # a view keeps the whole batch buffer alive
+    del first
+    second = data.__getitems__([2, 3])
+    assert storage(second["image"]) != storage(held)
+    assert torch.equal(held, expected[1])
+    pointers = {storage(held), storage(second["image"])}
+    del held, second
+    again = data.__getitems__([0, 1])
+    assert storage(again["image"]) in pointers
+    assert torch.equal(again["image"], expected)
