@@ -55,6 +55,14 @@ class SmartCheckpointCallback(ModelCheckpoint):
     def _ema_callback(trainer: pl.Trainer) -> EMA | None:
         return next((callback for callback in trainer.callbacks if isinstance(callback, EMA)), None)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning writes ``last`` at the end only if this callback never saved; a run that stops
+        # between two saves would otherwise resume from an older step than it reached.
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return
+        super().on_train_end(trainer, pl_module)
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         ema = self._ema_callback(trainer)
