@@ -37,7 +37,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from minetrain.data.dataset import RawDataset
 from minetrain.data.events import Occurrences, cap_per_event, dedupe_nearby, query_events
@@ -61,9 +60,9 @@ def reaches_episode(start: np.ndarray, win_len: int, skip_frame: int, length: np
 
 
 def _shift_right(value: Any, steps: int) -> Any:
-    """Move the right padding of an item to its front, ``steps`` frames, on every per-frame field."""
-    if isinstance(value, torch.Tensor):
-        return torch.roll(value, steps, dims=0)
+    """Move the right padding of a window to its front, ``steps`` frames, on every per-frame field."""
+    if isinstance(value, np.ndarray):
+        return np.roll(value, steps, axis=0)
     if isinstance(value, dict):
         return {key: _shift_right(v, steps) for key, v in value.items()}
     if isinstance(value, list):
@@ -180,22 +179,29 @@ class EventDataset(RawDataset):
         position, _ = self.locate(int(index))
         return self.episodes[position], self.event_names[self.item_event[index]], int(self.item_frame[index])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = int(index)
+    def _window(self, index: int, image: np.ndarray, obj_mask: np.ndarray | None) -> dict[str, Any]:
+        """Read item ``index`` into ``image`` and ``obj_mask``; return its other fields and its event."""
         episode, event, frame = self.item_info(index)
-        length = self.store.episodes[episode]
         k = self.skip_frame
         start = window_start(frame, self.win_len, k, self.bias)
         padding = -(-max(0, -start) // k)
-        first = start + padding * k
-        stop = min(start + self.win_len * k, length)
+        stop = min(start + self.win_len * k, self.store.episodes[episode])
         try:
-            item = _shift_right(self._read_window(index, episode, first, stop), padding)
+            fields = self._read_window(index, episode, start + padding * k, stop, image, obj_mask)
         except DataError as exc:
             if self.on_error == "raise":
                 raise
             log.warning("skipping the %s window of episode %s at frame %d: %s", event, episode, frame, exc)
-            item = self._empty_window(episode)
-        item["event"] = event
-        item["text"] = event.replace("minecraft.", "")
-        return item
+            image[:] = 0
+            if obj_mask is not None:
+                obj_mask[:] = 0
+            fields = self._padding(episode)
+        else:
+            if padding:
+                image[:] = np.roll(image, padding, axis=0)
+                if obj_mask is not None:
+                    obj_mask[:] = np.roll(obj_mask, padding, axis=0)
+                fields = _shift_right(fields, padding)
+        fields["event"] = event
+        fields["text"] = event.replace("minecraft.", "")
+        return fields
