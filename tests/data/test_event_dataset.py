@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
+import lmdb
 import numpy as np
 import pytest
 import torch
@@ -291,3 +292,18 @@ def test_bad_event_params(small: Path) -> None:
         dataset(small, max_within=0)
     with pytest.raises(ConfigError, match=r"unknown data_params key.*event_regex"):
         MineDataModule(dict(mode="raw", dataset_dirs=[str(small)], event_regex=".*"))
+
+
+def test_unreadable_window_raises_or_is_skipped(tmp_path: Path) -> None:
+    out = write_event_dataset(tmp_path / "ds", names=["ep-a"])
+    index_events(out)
+    with lmdb.open(str(out / "image" / "part-0")) as env, env.begin(write=True) as txn:
+        txn.put(b"(0, 32)", b"not an mp4")
+    ds = dataset(out, event_regex=MINE_LOG)
+    broken = next(i for i, (_, _, f) in enumerate(infos(ds)) if f == 40)
+    with pytest.raises(DataError, match=r"\(0, 32\)"):
+        ds[broken]
+    ds = dataset(out, event_regex=MINE_LOG, on_error="skip")
+    item = ds[broken]
+    assert item["mask"].sum() == 0 and item["image"].sum() == 0 and item["event"] == MINE_LOG
+    assert ds[next(i for i, (_, _, f) in enumerate(infos(ds)) if f == 90)]["mask"].sum() == 8
