@@ -32,6 +32,12 @@ class RocketPolicy(nn.Module):
     ``{"buttons": (B,T,8641), "camera": (B,T,121)}`` (plus ``"vpred"`` (B,T,1) with the value head).
     Memory is a list of tensors, batch first, and is returned detached (Transformer-XL style); the
     module keeps no state between calls, so any batch size works at any call.
+
+    ``timesteps`` is the training window length (recorded in the config); each step attends to
+    itself and the ``mem_len - 1`` steps before it, across window boundaries through the memory.
+    ``backbone_weights`` is an optional local timm state dict for the backbone (no downloads);
+    ``value_head`` adds the value output; ``nucleus_prob`` is the top-p mass ``get_action``
+    samples from (None: plain sampling).
     """
 
     def __init__(
@@ -109,7 +115,7 @@ class RocketPolicy(nn.Module):
 
     def encode_frames(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N,H,W,3) uint8 frames and (N,H,W) masks -> (N, hiddim) frame features."""
-        rgb = image.permute(0, 3, 1, 2).float() / 255.0
+        rgb = image.permute(0, 3, 1, 2).to(self.pixel_mean.dtype) / 255.0
         rgb = (rgb - self.pixel_mean) / self.pixel_std
         x = torch.cat([rgb, mask[:, None].to(rgb.dtype)], dim=1).contiguous(memory_format=torch.channels_last)
         x = self.updim(self.backbone(x)[-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import pytest
 import timm
 import torch
@@ -109,3 +110,32 @@ def test_backbone_weights_of_another_model_are_refused(tmp_path):
     with pytest.raises(CheckpointError) as exc:
         RocketPolicy(**TINY, backbone_weights=tmp_path / "resnet.safetensors")
     assert "test_efficientnet" in _one_line(exc)
+
+
+class _Wrapper(L.LightningModule):
+    """Stands in for the reference's MineLightning: the policy lives under ``mine_policy``."""
+
+    def __init__(self, policy: RocketPolicy, hyper: dict) -> None:
+        super().__init__()
+        self.mine_policy = policy
+        self.save_hyperparameters(hyper, ignore=["policy"])
+
+
+def test_checkpoint_written_by_lightning_loads(tiny_policy, tmp_path):
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.strategy.connect(_Wrapper(tiny_policy, {"model": TINY, "learning_rate": 4e-5}))
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    loaded = load_reference_checkpoint(tmp_path / "last.ckpt").eval()
+    assert {k: loaded.config[k] for k in TINY} == TINY
+    batch = make_batch(1, 2)
+    with torch.no_grad():
+        assert torch.equal(
+            tiny_policy(batch)[0]["pi_logits"]["camera"], loaded(batch)[0]["pi_logits"]["camera"]
+        )

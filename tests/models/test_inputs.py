@@ -103,3 +103,19 @@ def test_every_trainable_parameter_gets_a_gradient():
     loss.backward()
     unused = [n for n, p in policy.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []
+
+
+@pytest.mark.parametrize("mode", ["autocast", "bf16-weights"])
+def test_runs_in_bfloat16(mode):
+    """The seed trains with precision='bf16' (autocast); bf16 weights must work as well."""
+    torch.manual_seed(0)
+    policy = RocketPolicy(**TINY).train()
+    if mode == "bf16-weights":
+        policy = policy.to(torch.bfloat16)
+    memory = None
+    for seed in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
+            out, memory = policy(make_batch(2, 3, seed=seed), memory)
+        loss = -out["pi_logits"]["buttons"][..., 0].mean()
+        loss.backward()
+        assert torch.isfinite(loss)
