@@ -84,28 +84,40 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/minetrain-bench-loader"))
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--frames", type=int, default=5 * WIN_LEN, help="frames per episode")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved repetitions (the machine may be shared)"
+    )
     args = parser.parse_args()
     path = ensure_dataset(args.data_dir, args.episodes, args.frames)
-    episodes = make_module(path, 1, 0)
-    episodes.setup()
-    train = episodes.train_dataset.episodes
+    module = make_module(path, 1, 0)
+    module.setup()
+    train = module.train_dataset.episodes
 
-    bounds = [decode_bound(path, train)]
-    rows = []
-    for batch_size in (2, 8):
-        for workers in (0, 2):
-            steady, total = loader_rate(path, batch_size, workers)
-            rows.append((batch_size, workers, steady, total))
-            bounds.append(decode_bound(path, train))
-    bound = statistics.median(bounds)
-    print(f"decode-only bound: {bound:,.0f} frames/s (median of {len(bounds)}: "
-          f"{', '.join(f'{b:,.0f}' for b in bounds)})")  # fmt: skip
-    print(f"{'batch':>5} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'vs w=0':>7} {'incl. start-up':>15}")
-    base = {b: steady for b, w, steady, _ in rows if w == 0}
-    for batch_size, workers, steady, total in rows:
+    configs = [(batch_size, workers) for batch_size in (2, 8) for workers in (0, 2)]
+    rates: dict[tuple[int, int], list[float]] = {config: [] for config in configs}
+    ratios: dict[tuple[int, int], list[float]] = {config: [] for config in configs}
+    bounds = []
+    for _ in range(args.rounds):
+        for config in configs:
+            bound = decode_bound(path, train)  # right before, so both see the same machine load
+            steady, _ = loader_rate(path, *config)
+            bounds.append(bound)
+            rates[config].append(steady)
+            ratios[config].append(steady / bound)
+    median = statistics.median
+    print(
+        f"decode-only bound: median {median(bounds):,.0f} frames/s "
+        f"(range {min(bounds):,.0f}-{max(bounds):,.0f})"
+    )
+    print(
+        f"{'batch':>5} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'vs w=0':>7}"
+        f"   (medians of {args.rounds} rounds)"
+    )
+    for batch_size, workers in configs:
+        speedup = [w / b for w, b in zip(rates[(batch_size, workers)], rates[(batch_size, 0)], strict=True)]
         print(
-            f"{batch_size:>5} {workers:>7} {steady:>9,.0f} {steady / bound:>8.0%} "
-            f"{steady / base[batch_size]:>6.2f}x {total:>15,.0f}"
+            f"{batch_size:>5} {workers:>7} {median(rates[(batch_size, workers)]):>9,.0f} "
+            f"{median(ratios[(batch_size, workers)]):>8.0%} {median(speedup):>6.2f}x"
         )
 
 

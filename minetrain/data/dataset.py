@@ -12,8 +12,10 @@ maximum (a button counts as pressed if it was pressed on any of those frames). T
 computed from that aggregated env action. With ``enable_prev_action`` the previous action of frame
 t is the aggregate of [t - k, t), zero at the start of an episode.
 
-Items are dicts of tensors (names as in docs/architecture.md, "Batch"); padded frames have
-``mask`` 0, ``timestamp`` -1, zero images and actions and no condition (``obj_id`` -1, empty mask).
+A DataLoader fetches whole batches through ``__getitems__``, which decodes every frame straight
+into the batch tensors (names as in docs/architecture.md, "Batch"); ``dataset[i]`` is the batch of
+``[i]`` without its batch axis. Padded frames have ``mask`` 0, ``timestamp`` -1, zero images and
+actions and no condition (``obj_id`` -1, empty mask).
 
 Bad data: reading a window whose chunk is missing or corrupt raises the store's ``DataError``
 (naming dataset, modality part, episode and chunk). With ``on_error='skip'`` the window is logged
@@ -301,7 +303,7 @@ class BufferPool:
     a batch to the main process would otherwise copy it into shared memory first.
     """
 
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 4) -> None:
         self.size = size
         self._pools: dict[tuple[int, ...], list[torch.Tensor]] = {}
 
