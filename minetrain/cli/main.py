@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from minetrain.errors import MinetrainError
 
 # Modules under minetrain.cli that each register one top-level command.
-COMMAND_MODULES: tuple[str, ...] = ("data",)
+COMMAND_MODULES: tuple[str, ...] = ("data", "evaluate", "export", "rollout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Offline pre-training of Minecraft agents (ROCKET-1) by behaviour cloning.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers.add_parser(
+        "pretrain", help="train a policy (Hydra app; `minetrain pretrain --help` lists its config)"
+    )
     for name in COMMAND_MODULES:
         importlib.import_module(f"minetrain.cli.{name}").register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pretrain"]:
+        # Hydra owns the command line of the main job: its overrides are not argparse options.
+        from minetrain.cli.pretrain import run
+
+        return run(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

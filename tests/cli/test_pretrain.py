@@ -1,0 +1,122 @@
+"""`minetrain pretrain`: the demo end to end (shortened), resume=auto, and the tutorial example script."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+# The demo, made smaller: tiny frames, model and dataset, a few steps, no worker processes.
+SMALL = [
+    "demo_data.episodes=6",
+    "demo_data.frames=150",
+    "demo_data.size=32",
+    "data.frame_width=32",
+    "data.frame_height=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "model.timesteps=8",
+    "model.mem_len=8",
+    "optim.learning_rate=0.003",
+    "trainer.val_check_interval=15",
+    "trainer.limit_val_batches=4",
+    "save_freq=15",
+    "optim.warmup_steps=5",
+]
+
+
+def run_cli(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MINETRAIN_CACHE": str(cache), "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "minetrain.cli.main", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_demo_trains_writes_checkpoints_and_resumes(tmp_path: Path):
+    cache = tmp_path / "cache"
+    first = run_cli(["pretrain", *SMALL, "trainer.max_steps=30"], tmp_path, cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "demo").iterdir()
+    full = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    weights = sorted((run_dir / "weights").glob("*.ckpt"))
+    assert any(p.name == "last.ckpt" for p in full)
+    assert any(p.name.endswith("-EMA.ckpt") for p in full) and any(
+        p.name.endswith("-EMA.ckpt") for p in weights
+    )
+    assert {p.name for p in weights} >= {"weight-epoch=0-step=15.ckpt", "weight-epoch=0-step=30.ckpt"}
+    assert "train loss" in first.stdout and "Resume:" in first.stdout
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 30 and "optimizer_states" in ckpt
+
+    # The loss fell: the summary's train row reads "start end".
+    train_row = next(line for line in first.stdout.splitlines() if "train loss" in line)
+    start, end = (float(x) for x in train_row.replace("│", " ").split()[-2:])
+    assert end < 0.8 * start, train_row
+
+    second = run_cli(["pretrain", *SMALL, "trainer.max_steps=40", "resume=auto"], tmp_path, cache)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Restoring states from the checkpoint path" in second.stderr + second.stdout
+    resumed_dir = max((tmp_path / "outputs" / "demo").iterdir())
+    assert resumed_dir != run_dir
+    resumed = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["global_step"] == 40
+
+
+def test_bad_override_and_missing_dataset_give_one_line_errors(tmp_path: Path):
+    missing = run_cli(
+        ["pretrain", "data.dataset_dirs=[/no/such/dir]", "trainer.max_steps=1"], tmp_path, tmp_path
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].startswith("error:") and "/no/such/dir" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    unknown = run_cli(["pretrain", "trainer.no_such_option=1"], tmp_path, tmp_path)
+    assert (
+        unknown.returncode != 0 and "no_such_option" in unknown.stderr and "Traceback" not in unknown.stderr
+    )
+
+
+@pytest.mark.slow
+def test_tutorial_example_runs_small(tmp_path: Path):
+    from minetrain.data.synth import write_synthetic_dataset
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, episodes=4, frames=100, size=32, seed=1)
+    overrides = [
+        f"dataset_dirs=[{data}]",
+        "model.backbone=test_efficientnet",
+        "model.hiddim=32",
+        "model.num_heads=2",
+        "model.num_layers=1",
+        "model.timesteps=8",
+        "model.mem_len=8",
+        "frame_size=32",
+        "win_len=8",
+        "batch_size=2",
+        "num_workers=0",
+        "devices=1",
+        "precision=32",
+        "max_steps=6",
+        "save_freq=3",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "pretrain_rocket1.py"), *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "weights" / "weight-epoch=0-step=6.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "ckpt-epoch=0-step=4.ckpt").is_file()
