@@ -178,26 +178,39 @@ class MineDataModule(pl.LightningDataModule):
             prefetch_factor=self.prefetch_factor if workers else None,
         )
         if self.episode_continuous_batch:
+            self._check_trainer(world)
             batch_sampler = EpisodeContinuousBatchSampler(
                 dataset.window_counts, self.batch_size, world, rank, shuffle=train, seed=self.seed
             )
-            if train:
-                self._report_plan(batch_sampler)
+            self._report_plan(batch_sampler, dataset.split)
             return WindowLoader(dataset, batch_sampler=batch_sampler, **options)
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
         return WindowLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, **options)
 
-    def _report_plan(self, sampler: EpisodeContinuousBatchSampler) -> None:
-        if len(sampler) == 0:
+    def _check_trainer(self, world: int) -> None:
+        """Lightning would replace the batch sampler by its own distributed one."""
+        connector = getattr(getattr(self, "trainer", None), "_accelerator_connector", None)
+        if world > 1 and getattr(connector, "use_distributed_sampler", False):
             raise ConfigError(
-                f"the train split has {sampler.num_windows} windows in {sampler.window_counts.size} "
+                "episode_continuous_batch=True brings its own distributed batch sampler; create the "
+                "Trainer with use_distributed_sampler=False (as the seed does)"
+            )
+
+    def _report_plan(self, sampler: EpisodeContinuousBatchSampler, split: str) -> None:
+        if len(sampler) == 0:
+            message = (
+                f"the {split} split has {sampler.num_windows} windows in {sampler.window_counts.size} "
                 f"episodes: too few for batch_size {self.batch_size} on {sampler.num_replicas} process(es); "
                 "lower batch_size or win_len, or add episodes"
             )
-        if sampler.dropped_windows:
+            if split == "train":
+                raise ConfigError(message)
+            log.warning("%s (validation is skipped)", message)
+        elif sampler.dropped_windows:
             log.info(
-                "episode-continuous batches: %d per process per epoch; %d of %d windows (%.2f%%) are "
-                "left out each epoch (a different set every epoch) so that all processes yield as many",
+                "%s: episode-continuous batches: %d per process per epoch; %d of %d windows (%.2f%%) "
+                "are left out each epoch so that all processes yield as many batches",
+                split,
                 len(sampler),
                 sampler.dropped_windows,
                 sampler.num_windows,

@@ -1,5 +1,6 @@
 import json
 import os
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -91,6 +92,18 @@ def test_bad_configuration_is_a_config_error(dataset_dir):
     module = make_module(dataset_dir, batch_size=64)
     with pytest.raises(ConfigError, match="too few for batch_size 64"):
         module.train_dataloader()
+
+
+def test_continuous_batches_need_lightnings_sampler_off(dataset_dir):
+    module = make_module(dataset_dir)
+    module.trainer = SimpleNamespace(
+        world_size=2, global_rank=1, _accelerator_connector=SimpleNamespace(use_distributed_sampler=True)
+    )
+    with pytest.raises(ConfigError, match="use_distributed_sampler=False"):
+        module.train_dataloader()
+    module.trainer._accelerator_connector.use_distributed_sampler = False
+    sampler = module.train_dataloader().batch_sampler
+    assert (sampler.num_replicas, sampler.rank) == (2, 1)
 
 
 def test_workers_give_identical_batches_and_epochs_differ(dataset_dir):
