@@ -89,6 +89,8 @@ class KillAt(L.Callback):
 def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer]:
     """The seed's objects, with a tiny model, a generated dataset and CPU settings."""
     cfg = {**DEFAULTS, **cfg}
+    # Tiny models on a shared 2-core machine: one thread avoids OpenMP contention.
+    torch.set_num_threads(1)
     out = Path(cfg["out"])
     L.seed_everything(cfg["seed"], verbose=False)
     rocket_policy = RocketPolicy(**TINY_POLICY, timesteps=cfg["timesteps"])
@@ -183,7 +185,6 @@ def final_state(module: MineLightning, trainer: L.Trainer) -> dict[str, Any]:
 
 def main(cfg: dict[str, Any]) -> None:
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
     module, data, trainer = build(cfg)
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
     torch.save(final_state(module, trainer), Path(cfg["out"]) / f"final-rank{trainer.global_rank}.pt")
