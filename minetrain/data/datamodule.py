@@ -15,8 +15,10 @@ their DataLoaders:
 
 Workers: each one limits torch to one thread and decodes video single-threaded (``decode_threads``
 in ``data_params``), so ``num_workers`` processes use about ``num_workers`` cores; LMDB handles
-are opened lazily inside each worker by the store; workers persist across epochs; memory is pinned
-only when a GPU is present.
+are opened lazily inside each worker by the store; train workers persist across epochs (val
+workers are started per validation run rather than idling in memory between runs); memory is
+pinned only when a GPU is present. Workers build whole batches in shared memory (see
+``RawDataset.__getitems__``), so a batch reaches the main process without being copied.
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ class MineDataModule(pl.LightningDataModule):
             collate_fn=collate_windows,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=_limit_worker_threads if workers else None,
-            persistent_workers=workers > 0,
+            persistent_workers=workers > 0 and train,
             prefetch_factor=self.prefetch_factor if workers else None,
         )
         if self.episode_continuous_batch:
