@@ -21,7 +21,11 @@ def build_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Mod
     3-channel stem to 4 channels.
     """
     if not timm.is_model(name):
-        raise ConfigError(f"backbone {name!r} is not a timm model name; pick one from timm.list_models()")
+        hint = f"; use the bare name {name.rsplit('/', 1)[-1]!r}" if "/" in name else ""
+        raise ConfigError(
+            f"backbone {name!r} is not a timm model name (see timm.list_models()){hint}; "
+            "weights come only from a local file (backbone_weights=)"
+        )
     kwargs: dict = {"features_only": True, "in_chans": IN_CHANS}
     if weights is not None:
         path = Path(weights)
