@@ -1,0 +1,69 @@
+"""The behaviour-cloning loss of SPEC.md and the summing of several objectives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from offline_support import EchoPolicy, actions, window
+
+from minetrain.actions import CAMERA_NULL_CLASS
+from minetrain.errors import ConfigError
+from minetrain.offline import MineLightning
+from minetrain.offline.mine_callbacks import BehaviorCloneCallback, ObjectiveCallback
+from minetrain.offline.mine_callbacks.behavior_clone import bc_terms
+
+
+def test_bc_loss_by_hand() -> None:
+    # Two frames, one padded. Buttons: 4 classes uniform except the target; camera: 121 classes.
+    buttons = torch.zeros(1, 3, 8641)
+    buttons[0, :, 7] = math.log(3.0)  # p(7) = 3 / (8640 + 3)
+    camera = torch.zeros(1, 3, 121)
+    camera[0, :, 5] = 2.0
+    action = {"buttons": torch.tensor([[7, 0, 7]]), "camera": torch.tensor([[5, CAMERA_NULL_CLASS, 5]])}
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    terms = bc_terms({"buttons": buttons, "camera": camera}, action, mask)
+    nll_b7 = -math.log(3 / 8643)
+    nll_b0 = -math.log(1 / 8643)
+    nll_c5 = -math.log(math.e**2 / (120 + math.e**2))
+    # Frame 0: buttons + camera (camera moved); frame 1: buttons only (camera null); frame 2: padding.
+    assert terms["loss"].item() == pytest.approx((nll_b7 + nll_c5 + nll_b0) / 2, rel=1e-5)
+    assert terms["buttons_nll"].item() == pytest.approx((nll_b7 + nll_b0) / 2, rel=1e-5)
+    assert terms["camera_nll"].item() == pytest.approx(nll_c5, rel=1e-5)
+    assert terms["buttons_acc"].item() == pytest.approx(0.5)
+    assert terms["camera_acc"].item() == pytest.approx(1.0)
+    # Predicted "move" on both real frames; one of them really moved.
+    assert terms["camera_move_precision"].item() == pytest.approx(0.5)
+
+
+def test_weight_and_gradient() -> None:
+    logits = {"buttons": torch.randn(2, 4, 8641, requires_grad=True), "camera": torch.randn(2, 4, 121)}
+    action = {"buttons": torch.randint(0, 8641, (2, 4)), "camera": torch.randint(0, 121, (2, 4))}
+    batch = {"agent_action": action, "mask": torch.ones(2, 4)}
+    full = BehaviorCloneCallback(1.0)(batch, 0, "train", {"pi_logits": logits}, None)
+    half = BehaviorCloneCallback(0.5)(batch, 0, "train", {"pi_logits": logits}, None)
+    assert half["loss"].item() == pytest.approx(0.5 * full["loss"].item())
+    half["loss"].backward()
+    assert logits["buttons"].grad is not None
+    with pytest.raises(ConfigError, match="agent_action"):
+        BehaviorCloneCallback()({"mask": torch.ones(2, 4)}, 0, "train", {"pi_logits": logits}, None)
+
+
+class Constant(ObjectiveCallback):
+    name = "const"
+
+    def __call__(self, batch, batch_idx, step_name, latents, mine_policy):  # type: ignore[no-untyped-def]
+        return {"loss": torch.tensor(2.0), "extra": torch.tensor(1.0)}
+
+
+def test_objectives_sum_and_are_logged_by_name() -> None:
+    module = MineLightning(
+        EchoPolicy(), callbacks=[BehaviorCloneCallback(1.0), BehaviorCloneCallback(0.5), Constant()]
+    )
+    batch = window(["a", "b"], [0, 0]) | {"image": torch.zeros(2, 4, 1, 1, 3), "agent_action": actions(2, 4)}
+    out = module._batch_step(batch, 0, "train")
+    metrics = out["metrics"]
+    assert set(metrics) >= {"loss", "bc/loss", "bc1/loss", "bc1/buttons_nll", "const/loss", "const/extra"}
+    assert out["loss"].item() == pytest.approx(1.5 * metrics["bc/loss"].item() + 2.0)
+    assert metrics["loss"].item() == pytest.approx(out["loss"].item())

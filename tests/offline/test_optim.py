@@ -1,0 +1,73 @@
+"""AdamW groups (decay on weight matrices only), LR schedules and hyperparameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from run_training import TINY_POLICY
+
+from minetrain.models import RocketPolicy
+from minetrain.offline import MineLightning
+from minetrain.offline.mine_callbacks import BehaviorCloneCallback
+from minetrain.offline.optim import build_scheduler, lr_factor, param_groups
+from minetrain.offline.utils import convert_to_normal
+
+
+def test_weight_decay_only_on_weight_matrices() -> None:
+    policy = RocketPolicy(**TINY_POLICY, timesteps=8)
+    decay, no_decay = param_groups(policy, 0.1)
+    names = {id(p): n for n, p in policy.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert decayed | kept == set(names.values()) and not decayed & kept
+    assert "backbone.conv_stem.weight" in decayed and "updim.weight" in decayed
+    assert "pooling.layers.0.self_attn.in_proj_weight" in decayed
+    assert "pooling.layers.0.linear1.weight" in decayed
+    assert "interaction.weight" in kept  # embedding
+    assert "final_ln.weight" in kept and "backbone.bn1.weight" in kept  # norms
+    assert all(not n.endswith("bias") for n in decayed)
+    assert any(n.endswith("b_nd") for n in kept)  # relative-position table
+    assert all(p.ndim >= 2 for p in decay["params"])
+
+
+def test_warmup_then_constant_or_cosine() -> None:
+    constant = [
+        lr_factor(s, warmup_steps=4, schedule="constant", total_steps=0, min_ratio=0.0) for s in range(7)
+    ]
+    assert constant == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
+    cosine = [lr_factor(s, warmup_steps=2, schedule="cosine", total_steps=6, min_ratio=0.1) for s in range(8)]
+    assert cosine[:3] == [0.5, 1.0, 1.0]
+    assert cosine[4] == pytest.approx(0.1 + 0.9 * 0.5)
+    assert cosine[6] == pytest.approx(0.1) and cosine[7] == pytest.approx(0.1)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(
+        optimizer, warmup_steps=4, schedule="constant", total_steps=float("inf"), min_ratio=0
+    )
+    seen = []
+    for _ in range(5):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == [0.25, 0.5, 0.75, 1.0, 1.0]
+    restored = build_scheduler(optimizer, warmup_steps=4, schedule="constant", total_steps=0, min_ratio=0)
+    restored.load_state_dict(scheduler.state_dict())
+    assert restored.last_epoch == scheduler.last_epoch
+
+
+def test_hyperparameters_plain_and_complete() -> None:
+    cfg = OmegaConf.create({"model": {"hiddim": 32}, "save_freq": "${model.hiddim}", "dirs": ["a", "b"]})
+    plain = convert_to_normal(cfg)
+    assert plain == {"model": {"hiddim": 32}, "save_freq": 32, "dirs": ["a", "b"]}
+    assert type(plain["model"]) is dict and type(plain["dirs"]) is list
+    module = MineLightning(
+        RocketPolicy(**TINY_POLICY, timesteps=8),
+        callbacks=[BehaviorCloneCallback(0.5)],
+        hyperparameters=plain,
+        learning_rate=4e-5,
+        warmup_steps=2000,
+    )
+    assert module.hparams["save_freq"] == 32
+    assert module.hparams["mine_lightning"]["learning_rate"] == 4e-5
+    assert module.hparams["mine_lightning"]["objectives"] == {"bc": {"weight": 0.5}}
