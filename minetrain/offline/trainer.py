@@ -49,6 +49,15 @@ def _objective_names(objectives: Sequence[ObjectiveCallback]) -> list[str]:
     return names
 
 
+def _plain_attributes(obj: object) -> dict[str, Any]:
+    """The scalar settings of an objective, for the hyperparameters."""
+    return {
+        k: v
+        for k, v in vars(obj).items()
+        if not k.startswith("_") and isinstance(v, int | float | str | bool)
+    }
+
+
 def _mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str | None:
     """A short description of how ``loaded`` does not fit ``expected``, or None when it fits."""
     missing = [key for key in expected if key not in loaded]
@@ -149,7 +158,8 @@ class MineLightning(L.LightningModule):
             "min_lr_ratio": min_lr_ratio,
             "log_freq": log_freq,
             "objectives": {
-                name: vars(obj) for name, obj in zip(self.objective_names, objectives, strict=True)
+                name: {"class": type(obj).__name__, **_plain_attributes(obj)}
+                for name, obj in zip(self.objective_names, objectives, strict=True)
             },
         }
         self.save_hyperparameters({**convert_to_normal(dict(hyperparameters or {})), "mine_lightning": optim})

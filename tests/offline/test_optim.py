@@ -70,4 +70,5 @@ def test_hyperparameters_plain_and_complete() -> None:
     )
     assert module.hparams["save_freq"] == 32
     assert module.hparams["mine_lightning"]["learning_rate"] == 4e-5
-    assert module.hparams["mine_lightning"]["objectives"] == {"bc": {"weight": 0.5}}
+    objectives = module.hparams["mine_lightning"]["objectives"]
+    assert objectives == {"bc": {"class": "BehaviorCloneCallback", "weight": 0.5}}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 from offline_support import assert_same_state, finish, launch, load_final, read_batches, run
 
 N = 4
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_matches_straight_run(tiny_dataset: Path, tmp_path: Path) -> None:
     common = {
         "data": str(tiny_dataset),
