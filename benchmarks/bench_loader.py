@@ -19,40 +19,13 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
+from common import SIZE, ensure_dataset
 
 from minetrain.data import MineDataModule
-from minetrain.data.store import DatasetWriter, TrajectoryStore
+from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import iter_video_frames
-from minetrain.data.synth import synth_episode
 
-SIZE = 224
 WIN_LEN = 128
-
-
-def ensure_dataset(path: Path, episodes: int, frames: int, noise: float) -> Path:
-    """The synthetic dataset, its frames with Gaussian pixel noise of std ``noise`` added.
-
-    Plain synthetic frames are flat colours that decode several times faster than gameplay, which
-    inflates every per-frame cost next to decoding; noise of about 8 brings decoding to the speed
-    reported for real 224x224 chunks (~2,000 frames/s).
-    """
-    done = path / "bench-complete"
-    if not done.exists():
-        print(
-            f"writing {episodes} x {frames} synthetic frames at {SIZE}x{SIZE}, noise {noise}, "
-            f"to {path} (once)"
-        )
-        rng = np.random.default_rng(0)
-        with DatasetWriter(path) as writer:
-            for index in range(episodes):
-                episode = synth_episode(index, frames, size=SIZE, seed=0)
-                if noise:
-                    grain = rng.normal(0.0, noise, episode.image.shape)
-                    episode.image = np.clip(episode.image + grain, 0, 255).astype(np.uint8)
-                writer.write(episode)
-        done.touch()
-    return path
 
 
 def _decode(chunks: list[bytes]) -> tuple[int, float]:
@@ -160,9 +133,8 @@ def main() -> None:
     args = parser.parse_args()
     for noise in args.noise:
         print(f"\n== synthetic {SIZE}x{SIZE}, pixel noise {noise:g} ==")
-        report(
-            ensure_dataset(args.data_dir / f"noise-{noise:g}", args.episodes, args.frames, noise), args.rounds
-        )
+        path = ensure_dataset(args.data_dir / f"noise-{noise:g}", args.episodes, args.frames, noise=noise)
+        report(path, args.rounds)
 
 
 if __name__ == "__main__":

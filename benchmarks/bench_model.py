@@ -14,62 +14,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-CONFIG = {
-    "backbone": "efficientnet_b0.ra_in1k",
-    "hiddim": 256,
-    "num_heads": 4,
-    "num_layers": 2,
-    "timesteps": 32,
-    "mem_len": 32,
-}
-BATCH, SIZE = 2, 224
-REFERENCE_PYTHON = Path("/tmp/reference-venv/bin/python")
+from common import BATCH, CONFIG, REFERENCE_PYTHON, SIZE, Clock, offline_timm, peak_rss_mb, rss_mb, run_child
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _build(impl: str):
+def _build(impl: str, config: dict):
     import torch
 
     torch.manual_seed(0)
     if impl == "ours":
         from minetrain.models import RocketPolicy
 
-        return RocketPolicy(**CONFIG)
-    import timm
-
-    create = timm.create_model
-    timm.create_model = lambda name, pretrained=False, **kw: create(name, pretrained=False, **kw)
+        return RocketPolicy(**config)
+    offline_timm()
     from minestudio.models import RocketPolicy
 
-    return RocketPolicy(**CONFIG)
+    return RocketPolicy(**config)
 
 
-def _batch(t: int, seed: int):
+def _batch(t: int, seed: int, size: int = SIZE):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     return {
-        "image": torch.randint(0, 256, (BATCH, t, SIZE, SIZE, 3), dtype=torch.uint8, generator=gen),
+        "image": torch.randint(0, 256, (BATCH, t, size, size, 3), dtype=torch.uint8, generator=gen),
         "segment": {
             "obj_id": torch.randint(-1, 9, (BATCH, t), generator=gen),
-            "obj_mask": torch.randint(0, 2, (BATCH, t, SIZE, SIZE), dtype=torch.uint8, generator=gen),
+            "obj_mask": torch.randint(0, 2, (BATCH, t, size, size), dtype=torch.uint8, generator=gen),
         },
     }
 
@@ -79,53 +52,41 @@ def _logits(out: dict, key: str):
     return logits.reshape(*logits.shape[:2], -1)  # the reference adds a singleton axis
 
 
-class _Clock:
-    """CPU and wall seconds spent inside ``with`` blocks."""
-
-    def __init__(self) -> None:
-        self.cpu = self.wall = 0.0
-
-    def __enter__(self) -> None:
-        self._cpu, self._wall = time.process_time(), time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.cpu += time.process_time() - self._cpu
-        self.wall += time.perf_counter() - self._wall
-
-
-def measure(impl: str, steps: int, frames: int, threads: int) -> dict:
+def measure(
+    impl: str, steps: int, frames: int, threads: int, config: dict = CONFIG, size: int = SIZE
+) -> dict:
     """Run in a child process: training steps/s, peak memory, streaming frames/s."""
     import torch
 
     torch.set_num_threads(threads)
-    model = _build(impl).train()
-    t = CONFIG["timesteps"]
-    batches = [_batch(t, seed) for seed in range(steps + 1)]
+    model = _build(impl, config).train()
+    t = config["timesteps"]
+    batches = [_batch(t, seed, size) for seed in range(steps + 1)]
     memory = None
-    rss_before = _rss_mb()
-    train = _Clock()
+    rss_before = rss_mb()
+    train = Clock()
     for i, batch in enumerate(batches):
-        with train if i else _Clock():  # the first step is a warm-up
+        with train if i else Clock():  # the first step is a warm-up
             out, memory = model(batch, memory)
             loss = -sum(_logits(out, key)[..., 0].mean() for key in ("buttons", "camera"))
             loss.backward()
             model.zero_grad(set_to_none=True)
             memory = [m.detach() for m in memory]
-    train_peak = _peak_mb()
+    train_peak = peak_rss_mb()
 
     model.eval()
     if impl == "reference":
         model.first = torch.zeros(BATCH, 1, dtype=torch.bool)  # it caches the flags' shape of its first call
-    stream = _batch(frames + 4, 99)
+    stream = _batch(frames + 4, 99, size)
     memory = None
-    streaming = _Clock()
+    streaming = Clock()
     with torch.inference_mode():
         for i in range(frames + 4):
             step = {
                 "image": stream["image"][:, i : i + 1],
                 "segment": {k: v[:, i : i + 1] for k, v in stream["segment"].items()},
             }
-            with streaming if i >= 4 else _Clock():  # the first calls pay one-off kernel setup
+            with streaming if i >= 4 else Clock():  # the first calls pay one-off kernel setup
                 _, memory = model(step, memory)
     return {
         "train_steps_per_s": steps / train.cpu,
@@ -139,13 +100,8 @@ def measure(impl: str, steps: int, frames: int, threads: int) -> dict:
 
 
 def _child(python: Path | str, impl: str, args: argparse.Namespace) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [str(python), __file__, "--child", impl]
-    cmd += ["--steps", str(args.steps), "--frames", str(args.frames), "--threads", str(args.threads)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{impl} benchmark failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    cmd = ["--child", impl, "--steps", str(args.steps), "--frames", str(args.frames)]
+    return run_child(python, __file__, [*cmd, "--threads", str(args.threads)], f"{impl} model benchmark")
 
 
 def main() -> None:

@@ -19,134 +19,90 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-CONFIG = {
-    "backbone": "efficientnet_b0.ra_in1k",
-    "hiddim": 256,
-    "num_heads": 4,
-    "num_layers": 2,
-    "timesteps": 32,
-    "mem_len": 32,
-}
-BATCH, SIZE, WIN_LEN = 2, 224, 32
-REFERENCE_PYTHON = Path("/tmp/reference-venv/bin/python")
+from common import (
+    BATCH,
+    CONFIG,
+    REFERENCE_PYTHON,
+    SIZE,
+    WIN_LEN,
+    PeakSampler,
+    ensure_dataset,
+    offline_timm,
+    peak_rss_mb,
+    run_child,
+)
 
 
-def ensure_dataset(path: Path, episodes: int, frames: int) -> Path:
-    """The synthetic dataset (written once and reused)."""
-    done = path / "bench-complete"
-    if not done.exists():
-        from minetrain.data.synth import write_synthetic_dataset
-
-        write_synthetic_dataset(path, episodes=episodes, frames=frames, size=SIZE, seed=0)
-        done.touch()
-    return path
-
-
-def _tree_pss_mb(root: int) -> float:
-    """Sum of PSS (RSS where PSS is unreadable) of ``root`` and all its descendants, in MB."""
-    pids, total = [root], 0.0
-    while pids:
-        pid = pids.pop()
-        try:
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                pids += [int(c) for c in (task / "children").read_text().split()]
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-            fields = {line.split(":")[0]: line.split()[1] for line in rollup if ":" in line}
-            total += int(fields.get("Pss", fields.get("Rss", 0))) / 1024
-        except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
-            continue
-    return total
-
-
-class PeakSampler(threading.Thread):
-    """Samples the process tree's memory until stopped; ``peak`` is the largest sample."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = 0.0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.peak = max(self.peak, _tree_pss_mb(os.getpid()))
-            time.sleep(0.05)
-
-    def stop(self) -> float:
-        self._stop_event.set()
-        self.join()
-        return self.peak
-
-
-def _parts(impl: str, data: str, workers: int) -> tuple[Any, Any, list]:
-    """(LightningModule, LightningDataModule, objective list) of one implementation."""
+def datamodule(
+    impl: str, data: str, workers: int, batch: int = BATCH, win_len: int = WIN_LEN, size: int = SIZE
+) -> Any:
+    """The train/val LightningDataModule of one implementation, segmentation on, episode-continuous."""
+    prefetch = 2 if workers else None
     if impl == "ours":
         from minetrain.data import MineDataModule
-        from minetrain.models import RocketPolicy
-        from minetrain.offline import MineLightning
-        from minetrain.offline.mine_callbacks import BehaviorCloneCallback
 
         data_params = dict(
             mode="raw",
             dataset_dirs=[data],
-            frame_width=SIZE,
-            frame_height=SIZE,
-            win_len=WIN_LEN,
+            frame_width=size,
+            frame_height=size,
+            win_len=win_len,
             enable_segment=True,
         )
-        datamodule = MineDataModule(
+        return MineDataModule(
             data_params=data_params,
-            batch_size=BATCH,
+            batch_size=batch,
             num_workers=workers,
-            prefetch_factor=2 if workers else None,
+            prefetch_factor=prefetch,
             split_ratio=0.9,
             shuffle_episodes=True,
             episode_continuous_batch=True,
         )
-    else:
-        import timm
+    from minestudio.data import RawDataModule
+    from minestudio.data.minecraft.callbacks import (
+        ActionKernelCallback,
+        ImageKernelCallback,
+        SegmentationKernelCallback,
+    )
 
-        create = timm.create_model
-        # The reference asks timm for pretrained weights (a download); the benchmark needs none.
-        timm.create_model = lambda name, pretrained=False, **kw: create(name, pretrained=False, **kw)
-        from minestudio.data import RawDataModule
-        from minestudio.data.minecraft.callbacks import (
-            ActionKernelCallback,
-            ImageKernelCallback,
-            SegmentationKernelCallback,
-        )
+    data_params = dict(
+        dataset_dirs=[data],
+        modal_kernel_callbacks=[
+            ImageKernelCallback(frame_width=size, frame_height=size, enable_video_aug=False),
+            ActionKernelCallback(),
+            SegmentationKernelCallback(frame_width=size, frame_height=size),
+        ],
+        win_len=win_len,
+        split_ratio=0.9,
+        shuffle_episodes=True,
+    )
+    return RawDataModule(
+        data_params=data_params,
+        batch_size=batch,
+        num_workers=workers,
+        prefetch_factor=prefetch,
+        episode_continuous_batch=True,
+    )
+
+
+def lightning_module(impl: str, config: dict = CONFIG) -> Any:
+    """MineLightning around a RocketPolicy of ``config`` with the BC objective, as the seed builds it."""
+    if impl == "ours":
+        from minetrain.models import RocketPolicy
+        from minetrain.offline import MineLightning
+        from minetrain.offline.mine_callbacks import BehaviorCloneCallback
+    else:
+        offline_timm()
         from minestudio.models import RocketPolicy
         from minestudio.offline import MineLightning
         from minestudio.offline.mine_callbacks import BehaviorCloneCallback
-
-        data_params = dict(
-            dataset_dirs=[data],
-            modal_kernel_callbacks=[
-                ImageKernelCallback(frame_width=SIZE, frame_height=SIZE, enable_video_aug=False),
-                ActionKernelCallback(),
-                SegmentationKernelCallback(frame_width=SIZE, frame_height=SIZE),
-            ],
-            win_len=WIN_LEN,
-            split_ratio=0.9,
-            shuffle_episodes=True,
-        )
-        datamodule = RawDataModule(
-            data_params=data_params,
-            batch_size=BATCH,
-            num_workers=workers,
-            prefetch_factor=2 if workers else None,
-            episode_continuous_batch=True,
-        )
-    module = MineLightning(
-        mine_policy=RocketPolicy(**CONFIG),
+    return MineLightning(
+        mine_policy=RocketPolicy(**config),
         log_freq=20,
         learning_rate=4e-5,
         weight_decay=1e-3,
@@ -154,11 +110,18 @@ def _parts(impl: str, data: str, workers: int) -> tuple[Any, Any, list]:
         callbacks=[BehaviorCloneCallback(weight=1.0)],
         hyperparameters={},
     )
-    return module, datamodule
 
 
 def measure(
-    impl: str, data: str, steps: int, warmup: int, workers: int, threads: int, precision: str
+    impl: str,
+    data: str,
+    steps: int,
+    warmup: int,
+    workers: int,
+    threads: int,
+    precision: str,
+    config: dict = CONFIG,
+    size: int = SIZE,
 ) -> dict:
     """Run in a child process: train ``warmup + steps`` steps, time the last ``steps``."""
     import lightning as L
@@ -176,7 +139,8 @@ def measure(
 
     sampler = PeakSampler()
     sampler.start()
-    module, datamodule = _parts(impl, data, workers)
+    module = lightning_module(impl, config)
+    data_module = datamodule(impl, data, workers, win_len=config["timesteps"], size=size)
     clock = Clock()
     trainer = L.Trainer(
         accelerator="cpu",
@@ -194,7 +158,7 @@ def measure(
         enable_model_summary=False,
         callbacks=[clock],
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=data_module)
     tree_peak = sampler.stop()
     wall = clock.end[0] - clock.start[0]
     cpu = clock.end[1] - clock.start[1]
@@ -202,19 +166,14 @@ def measure(
         "steps_per_wall_s": steps / wall,
         "steps_per_cpu_s": steps / cpu,
         "tree_peak_pss_mb": tree_peak,
-        "trainer_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "trainer_peak_rss_mb": peak_rss_mb(),
     }
 
 
 def _child(python: Path | str, impl: str, data: Path, args: argparse.Namespace) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [str(python), __file__, "--child", impl, "--data", str(data)]
-    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd = ["--child", impl, "--data", str(data), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd += ["--workers", str(args.workers), "--threads", str(args.threads), "--precision", args.precision]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{impl} benchmark failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(python, __file__, cmd, f"{impl} train benchmark")
 
 
 def main() -> None:

@@ -1,0 +1,32 @@
+"""The benchmark suite still runs: ``benchmarks/run_all.py --quick`` without the reference."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_run_all_quick_writes_a_table_of_every_figure(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--no-reference"]
+    cmd += ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    figures = results["median"]["minetrain"]
+    assert set(figures) == {
+        "loader_w0",
+        "loader_w2",
+        "model_train",
+        "model_stream",
+        "model_rss",
+        "train_wall",
+        "train_cpu",
+        "train_pss",
+        "train_rss",
+    }
+    assert all(value > 0 for value in figures.values())
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert table.startswith("| measure | unit | minetrain |")
+    assert "loader, 2 workers" in table
