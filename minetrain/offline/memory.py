@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from minetrain.errors import ConfigError
+
 # Timestamp stored for a slot whose previous window held no real frame: nothing continues it.
 _NO_FRAME = -(2**62)
 
@@ -76,6 +78,12 @@ class SlotMemory:
 
     def prepare(self, batch: Mapping[str, Any]) -> tuple[dict[str, Any], list[torch.Tensor] | None]:
         """The batch with ``first[:, 0]`` set on slots that start afresh, and the memory to feed in."""
+        missing = [key for key in ("timestamp", "episode") if key not in batch]
+        if missing:
+            raise ConfigError(
+                f"batch has no {' or '.join(map(repr, missing))}; MineLightning carries the recurrent memory "
+                "per batch slot by episode and frame timestamp (MineDataModule batches have both)"
+            )
         timestamp = batch["timestamp"]
         b, t = timestamp.shape
         first = batch.get("first")

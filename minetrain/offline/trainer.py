@@ -25,13 +25,14 @@ STATE_KEY = "minetrain"
 STAGES = ("train", "val")
 
 
-def step_seed(base_seed: int, stage: str, step: int, rank: int) -> int:
-    """Seed of the random draws (dropout) of one training step.
+def step_seed(base_seed: int, stage: str, step: int, batch_idx: int, rank: int) -> int:
+    """Seed of the random draws (dropout) of one training batch.
 
-    A pure function of (run seed, step, rank), so a resumed run draws exactly what an uninterrupted
-    run draws, whatever else consumed the global RNG in between (data loading, validation).
+    A pure function of (run seed, step, batch index, rank), so a resumed run draws exactly what an
+    uninterrupted run draws, whatever else consumed the global RNG in between (data loading,
+    validation); the batch index tells apart the micro-batches of one accumulated step.
     """
-    entropy = (base_seed, STAGES.index(stage), step, rank)
+    entropy = (base_seed, STAGES.index(stage), step, batch_idx, rank)
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
@@ -218,7 +219,7 @@ class MineLightning(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(step_seed(self.seed, "train", self.global_step, self.global_rank))
+            torch.manual_seed(step_seed(self.seed, "train", self.global_step, batch_idx, self.global_rank))
             out = self._batch_step(batch, batch_idx, "train")
         self._check_finite(out["loss"], batch, batch_idx)
         self.log(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from offline_support import EchoPolicy, actions, window
 
+from minetrain.errors import ConfigError
 from minetrain.offline import MineLightning
 from minetrain.offline.memory import SlotMemory, continues, last_real_timestamp
 from minetrain.offline.mine_callbacks import BehaviorCloneCallback
@@ -62,3 +64,10 @@ def test_train_and_val_memory_are_separate() -> None:
     assert m0 is None and v0 is None
     assert first2[:, 0].tolist() == [False, False] and m2[0].tolist() == [4, 4]  # train memory carried
     assert first3[:, 0].tolist() == [False, True] and v3[0].tolist() == [4, 4]  # val: its own memory
+
+
+def test_batches_need_episode_and_timestamp() -> None:
+    batch = window(["a"], [0])
+    del batch["timestamp"]
+    with pytest.raises(ConfigError, match="batch has no 'timestamp'"):
+        SlotMemory().prepare(batch)
