@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -76,6 +74,5 @@ class SmartCheckpointCallback(ModelCheckpoint):
 
     def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)
-        target = ema_path(filepath, self.FILE_EXTENSION)
-        if Path(target).exists() or not trainer.is_global_zero:
-            super()._remove_checkpoint(trainer, target)
+        # Removing a file that does not exist (no EMA yet) is a no-op.
+        super()._remove_checkpoint(trainer, ema_path(filepath, self.FILE_EXTENSION))

@@ -15,8 +15,8 @@ class SpeedMonitorCallback(pl.Callback):
 
     - ``speed/step_time``: mean seconds from batch start to batch end (forward, backward, optimizer);
     - ``speed/steps_per_sec``, ``speed/samples_per_sec``, ``speed/frames_per_sec``: over the wall
-      time of the interval; samples and frames are counted on all ranks (DDP ranks step in lockstep),
-      frames are the real (unpadded) ones;
+      time of the interval, for all ranks together (this rank's count times the world size: DDP
+      ranks step in lockstep on equal batches); frames are the real (unpadded) ones;
     - ``speed/data_wait``: share of the wall time spent between batches, i.e. waiting for the loader.
     """
 
