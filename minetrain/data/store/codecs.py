@@ -23,12 +23,17 @@ from minetrain.errors import DataError
 DEFAULT_CRF = 23
 DEFAULT_PRESET = "medium"
 MASK_SHAPE = (360, 640)
+# x264's B-frame lookahead (with mbtree on) makes some frame sizes, 32x32 and 224x224 among them,
+# encode differently depending on what earlier encodes left in memory, even single-threaded, so
+# converting a dataset twice gave different chunks. Without B-frames an encode is a pure function
+# of its input; turning mbtree off instead would also work but makes noisy chunks several times larger.
+X264_PARAMS = "bframes=0"
 
 
 def encode_video(
     frames: np.ndarray, fps: int = 20, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET
 ) -> bytes:
-    """Encode (N, H, W, 3) uint8 RGB frames as the bytes of an H.264 MP4.
+    """Encode (N, H, W, 3) uint8 RGB frames as the bytes of an H.264 MP4, the same bytes every time.
 
     yuv420p needs even sizes; odd ones are stored as yuv444p (High 4:4:4), which any FFmpeg
     decodes at the exact original size instead of being padded or cropped.
@@ -39,9 +44,10 @@ def encode_video(
             f"video frames must be a non-empty (N, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}"
         )
     height, width = frames.shape[1:3]
+    options = {"crf": str(crf), "preset": preset, "x264-params": X264_PARAMS}
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("h264", rate=fps, options={"crf": str(crf), "preset": preset})
+        stream = container.add_stream("h264", rate=fps, options=options)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
         for frame in frames:
@@ -73,6 +79,8 @@ def iter_video_frames(
     reformatter = VideoReformatter()
     scaling = {"threads": threads} if _scaler_takes_threads() else {}
     with av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.video:
+            return  # e.g. a truncated chunk: callers report it as holding too few frames
         stream = container.streams.video[0]
         stream.codec_context.thread_count = threads
         if threads != 1:
