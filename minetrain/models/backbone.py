@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import timm
+import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
 
 from minetrain.errors import CheckpointError, ConfigError
 
@@ -57,3 +63,47 @@ def _check_covered(model: nn.Module, path: Path, name: str) -> None:
             f"backbone weights {path} lack {len(missing)} weights of timm {name!r} (e.g. {missing[0]}); "
             "pass the timm state dict of that exact model"
         )
+
+
+def checkpoint_stages(model: nn.Module, name: str) -> None:
+    """Run every stage of ``model.blocks`` under activation checkpointing while training.
+
+    timm's own ``set_grad_checkpointing`` would recompute BatchNorm layers in training mode and
+    so move their running statistics twice per step; here the recomputation leaves them as they
+    are. The stages keep their parameter names (checkpoints load unchanged).
+    """
+    stages = getattr(model, "blocks", None)
+    if not isinstance(stages, nn.Sequential):
+        raise ConfigError(
+            f"checkpoint_backbone is supported for backbones with stages in '.blocks' (EfficientNet, "
+            f"MobileNet families), not {name!r}; set checkpoint_backbone=False"
+        )
+    for stage in stages:
+        stage.forward = functools.partial(_checkpointed_forward, stage, type(stage).forward)
+
+
+def _checkpointed_forward(stage: nn.Module, forward: Callable, x: torch.Tensor) -> torch.Tensor:
+    if not (stage.training and torch.is_grad_enabled()):
+        return forward(stage, x)
+    return checkpoint(
+        forward,
+        stage,
+        x,
+        use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _batchnorm_stats_frozen(stage)),
+    )
+
+
+@contextlib.contextmanager
+def _batchnorm_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """BatchNorm running statistics left as they are while the stage's forward is recomputed."""
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)

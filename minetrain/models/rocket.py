@@ -17,7 +17,7 @@ from torch import nn
 from minetrain.actions import agent_to_env
 from minetrain.errors import ConfigError
 from minetrain.models import checkpoint
-from minetrain.models.backbone import build_backbone
+from minetrain.models.backbone import build_backbone, checkpoint_stages
 from minetrain.models.heads import ActionHeads, ValueHead, sample
 from minetrain.models.inputs import MAX_OBJ_ID, MIN_OBJ_ID, check_memory, parse_batch
 from minetrain.models.memory import FanInLinear, RecurrentBlocks
@@ -38,6 +38,11 @@ class RocketPolicy(nn.Module):
     ``backbone_weights`` is an optional local timm state dict for the backbone (no downloads);
     ``value_head`` adds the value output; ``nucleus_prob`` is the top-p mass ``get_action``
     samples from (None: plain sampling).
+
+    ``checkpoint_backbone`` trades compute for memory in training: each stage of the backbone runs
+    under activation checkpointing, so only the stage outputs are kept for backward and one
+    stage's activations are recomputed at a time. Outputs, gradients and BatchNorm statistics are
+    the same as without it. A training setting, not part of the saved config.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class RocketPolicy(nn.Module):
         value_head: bool = False,
         nucleus_prob: float | None = 0.85,
         pooling_dropout: float = 0.1,
+        checkpoint_backbone: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("hiddim", hiddim), ("num_heads", num_heads), ("num_layers", num_layers)):
@@ -80,6 +86,8 @@ class RocketPolicy(nn.Module):
         self.backbone, mean, std = build_backbone(backbone, backbone_weights)
         # Frames arrive as (H, W, C); channels-last convolutions are also faster on CPU and GPU.
         self.backbone.to(memory_format=torch.channels_last)
+        if checkpoint_backbone:
+            checkpoint_stages(self.backbone, backbone)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.updim = nn.Conv2d(self.backbone.feature_info[-1]["num_chs"], hiddim, kernel_size=1, bias=False)
