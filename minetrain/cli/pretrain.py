@@ -204,11 +204,17 @@ def print_summary(run_dir: Path, summary: LossSummary, trainer: L.Trainer, cfg: 
     files = sorted(p for p in run_dir.rglob("*") if p.suffix in (".ckpt", ".safetensors") and p.is_file())
     for path in files:
         console.print(f"  wrote {path}", soft_wrap=True)
+    hydra_cfg = HydraConfig.get()
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
     console.print(
-        f"Resume:   minetrain pretrain --config-name {HydraConfig.get().job.config_name} "
-        f"name={cfg.name} resume=auto"
+        f"Resume:   minetrain pretrain --config-name {hydra_cfg.job.config_name} "
+        f"{' '.join(overrides)} resume=auto".replace("  ", " "),
+        soft_wrap=True,
     )
-    console.print(f"Evaluate: minetrain evaluate {run_dir / CHECKPOINT_DIR} {' '.join(dataset_dirs(cfg))}")
+    console.print(
+        f"Evaluate: minetrain evaluate {run_dir / CHECKPOINT_DIR} {' '.join(dataset_dirs(cfg))}",
+        soft_wrap=True,
+    )
 
 
 def train(cfg: DictConfig) -> L.Trainer:
