@@ -14,6 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 from minetrain.errors import CheckpointError, ConfigError
+from minetrain.models.fused import fuse_batchnorm_silu
 
 # RGB plus the interaction mask.
 IN_CHANS = 4
@@ -48,6 +49,7 @@ def build_backbone(name: str, weights: str | Path | None = None) -> tuple[nn.Mod
         raise CheckpointError(f"backbone weights {weights} do not fit timm model {name!r}: {first}") from exc
     if weights is not None:
         _check_covered(model, Path(weights), name)
+    fuse_batchnorm_silu(model)
     config = timm.data.resolve_model_data_config(model)
     return model, tuple(config["mean"]), tuple(config["std"])
 
