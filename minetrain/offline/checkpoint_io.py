@@ -74,8 +74,15 @@ class MineCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or not _is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise CheckpointError(
+                f"writing checkpoint {path} failed ({reason}); nothing was written under that name. "
+                f"Free space in {Path(path).parent} and resume from the previous checkpoint"
+            ) from exc
 
     def load_checkpoint(
         self,

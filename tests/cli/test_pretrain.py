@@ -120,3 +120,38 @@ def test_tutorial_example_runs_small(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "weights" / "weight-epoch=0-step=6.ckpt").is_file()
     assert (tmp_path / "checkpoints" / "ckpt-epoch=0-step=4.ckpt").is_file()
+
+
+def test_dataset_without_segmentation_and_full_disk_give_one_line_errors(tmp_path: Path):
+    import shutil
+
+    from minetrain.data.synth import write_synthetic_dataset
+
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, episodes=4, frames=60, size=32, seed=2)
+    small = [f"data.dataset_dirs=[{data}]", *SMALL[3:], "trainer.max_steps=2", "save_freq=1"]
+
+    full_disk = (
+        "import errno, sys, torch\n"
+        "def no_space(*args, **kwargs):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "torch.save = no_space\n"
+        "from minetrain.cli.main import main\n"
+        f"sys.exit(main({['pretrain', *small]!r}))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", full_disk], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: writing checkpoint") and "No space left on device" in last
+    assert "Traceback" not in result.stderr
+    written = [p.name for p in (tmp_path / "outputs").rglob("*.ckpt")]
+    assert written == [], written
+
+    shutil.rmtree(data / "segmentation")
+    no_segments = run_cli(["pretrain", *small], tmp_path, tmp_path)
+    assert no_segments.returncode == 2
+    last = no_segments.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "segmentation" in last and "Traceback" not in no_segments.stderr

@@ -53,7 +53,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"ckpt.ckpt failed \(disk full\); nothing was written"):
         io.save_checkpoint({"state_dict": {}, "version": 2}, target)
     monkeypatch.undo()
     assert io.load_checkpoint(target)["version"] == 1
