@@ -43,9 +43,9 @@ FULL = dict(
     frames=320,
     noise=8.0,
     model_steps=2,
-    stream_frames=16,
-    train_steps=6,
-    train_warmup=2,
+    stream_frames=8,
+    train_steps=3,
+    train_warmup=1,
     train_workers=2,
 )
 QUICK = dict(
@@ -158,6 +158,10 @@ def summarise(rounds: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
     return {"median": medians, "ratio": ratios, "rounds": rounds}
 
 
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     medians, ratios = summary["median"], summary["ratio"]
     has_ref = "reference" in medians
@@ -168,10 +172,10 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     )
     lines = [head, "|" + "---|" * (5 if has_ref else 3)]
     for key, label, unit, higher in ROWS:
-        row = f"| {label} | {unit} | {medians['minetrain'][key]:,.2f} |"
+        row = f"| {label} | {unit} | {_figure(medians['minetrain'][key])} |"
         if has_ref:
             better = "higher is better" if higher else "lower is better"
-            row += f" {medians['reference'][key]:,.2f} | **{ratios[key]:.2f}x** ({better}) |"
+            row += f" {_figure(medians['reference'][key])} | **{ratios[key]:.2f}x** ({better}) |"
         lines.append(row)
     c = meta["config"]
     lines.append("")
@@ -188,7 +192,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
 def update_readme(table: str) -> None:
     text = README.read_text()
     start, end = text.index(README_START) + len(README_START), text.index(README_END)
-    README.write_text(text[:start] + "\n" + table + text[end:])
+    README.write_text(text[:start] + "\n\n" + table + "\n" + text[end:])
 
 
 def main() -> None:
