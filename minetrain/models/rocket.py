@@ -18,6 +18,7 @@ from minetrain.actions import agent_to_env
 from minetrain.errors import ConfigError
 from minetrain.models import checkpoint
 from minetrain.models.backbone import build_backbone, checkpoint_stages
+from minetrain.models.folding import FoldedCopy
 from minetrain.models.heads import ActionHeads, ValueHead, sample
 from minetrain.models.inputs import MAX_OBJ_ID, MIN_OBJ_ID, check_memory, parse_batch
 from minetrain.models.memory import FanInLinear, RecurrentBlocks
@@ -43,6 +44,11 @@ class RocketPolicy(nn.Module):
     under activation checkpointing, so only the stage outputs are kept for backward and one
     stage's activations are recomputed at a time. Outputs, gradients and BatchNorm statistics are
     the same as without it. A training setting, not part of the saved config.
+
+    In eval mode without autograd (``get_action``, validation) the backbone runs as a derived copy
+    with BatchNorm folded into the convolutions, about 1.4x faster; outputs equal the unfolded
+    ones up to float rounding (1e-5 on the parity fixtures) and the copy is rebuilt whenever the
+    weights change.
     """
 
     def __init__(
@@ -88,8 +94,10 @@ class RocketPolicy(nn.Module):
         self.backbone.to(memory_format=torch.channels_last)
         if checkpoint_backbone:
             checkpoint_stages(self.backbone, backbone)
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # Normalisation as one multiply-add per channel of the (RGB, mask) stack; the mask passes as is.
+        scale, shift = 1.0 / (255.0 * torch.tensor(std)), -torch.tensor(mean) / torch.tensor(std)
+        self.register_buffer("pixel_scale", torch.cat([scale, torch.ones(1)]), persistent=False)
+        self.register_buffer("pixel_shift", torch.cat([shift, torch.zeros(1)]), persistent=False)
         self.updim = nn.Conv2d(self.backbone.feature_info[-1]["num_chs"], hiddim, kernel_size=1, bias=False)
         self.pooling = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(
@@ -108,6 +116,13 @@ class RocketPolicy(nn.Module):
         self.final_ln = nn.LayerNorm(hiddim)
         self.pi_head = ActionHeads(hiddim)
         self.value_head = ValueHead(hiddim) if value_head else None
+        # Eval mode without autograd runs a copy of the backbone with BatchNorm folded into the
+        # convolutions (not a submodule: no state-dict keys, rebuilt when the weights change).
+        self._folded_backbone = FoldedCopy()
+
+    def train(self, mode: bool = True) -> RocketPolicy:
+        self._folded_backbone.clear()
+        return super().train(mode)
 
     @property
     def device(self) -> torch.device:
@@ -123,10 +138,12 @@ class RocketPolicy(nn.Module):
 
     def encode_frames(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N,H,W,3) uint8 frames and (N,H,W) masks -> (N, hiddim) frame features."""
-        rgb = image.permute(0, 3, 1, 2).to(self.pixel_mean.dtype) / 255.0
-        rgb = (rgb - self.pixel_mean) / self.pixel_std
-        x = torch.cat([rgb, mask[:, None].to(rgb.dtype)], dim=1).contiguous(memory_format=torch.channels_last)
-        x = self.updim(self.backbone(x)[-1])
+        stack = torch.cat([image, mask[..., None]], dim=-1).to(self.pixel_scale.dtype)
+        # (N,H,W,4) permuted to (N,4,H,W) is already channels-last.
+        x = torch.addcmul(self.pixel_shift, stack, self.pixel_scale).permute(0, 3, 1, 2)
+        inference = not (self.training or torch.is_grad_enabled())
+        backbone = self._folded_backbone.get(self.backbone) if inference else self.backbone
+        x = self.updim(backbone(x)[-1])
         return self.pooling(x.flatten(2).transpose(1, 2)).mean(dim=1)
 
     def forward(
