@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from minetrain.cli import data_events, data_sample
+from minetrain.cli.progress import progress_bar
 from minetrain.errors import ConfigError
 
 
@@ -38,17 +38,6 @@ def _size(text: str) -> tuple[int, int]:
     if min(size) < 2:
         raise argparse.ArgumentTypeError(f"size must be at least 2x2, got {text!r}")
     return size
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -188,7 +177,7 @@ def _verify(args: argparse.Namespace) -> int:
     from minetrain.data.verify import verify_datasets
 
     console = Console(stderr=True)
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("verifying", total=None)
         report = verify_datasets(
             args.dirs,
@@ -215,7 +204,7 @@ def _view(args: argparse.Namespace) -> int:
 
 
 def _run_batch(console: Console, description: str, runner: Callable) -> object:
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(description, total=None)
         return runner(
             on_plan=lambda n: progress.update(task, total=n),

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from minetrain.cli.progress import progress_bar
 
 TOP_EVENTS = 10
 
@@ -36,14 +37,7 @@ def _index_events(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     failed = 0
     for dataset_dir in args.dirs:
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
+        progress = progress_bar(console)
         with progress:
             task = progress.add_task(f"indexing {dataset_dir}", total=None)
             report = index_events(

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from minetrain.cli.checkpoints import data_settings, load_checkpoint
+from minetrain.cli.progress import progress_bar
 from minetrain.errors import ConfigError
 
 # Used when the checkpoint does not record its data settings (reference checkpoints): the seed's.
@@ -198,10 +198,7 @@ def run(args: argparse.Namespace) -> int:
         f"Evaluating {loaded.source} ({', '.join(policies)} weights) on {len(dataset.episodes)} "
         f"{args.split} episode(s), {len(dataset)} windows of {settings['win_len']} frames"
     )
-    with Progress(
-        TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
-    ) as progress:  # fmt: skip
+    with progress_bar(console) as progress:
         task = progress.add_task("evaluate")
         results = evaluate_policies(
             policies,
