@@ -55,6 +55,13 @@ def _foldable(norm: _BatchNorm) -> bool:
     return stats and type(norm) in (nn.BatchNorm2d, BatchNormAct2d)
 
 
+def _after_norm(norm: _BatchNorm) -> nn.Module:
+    """What remains of a folded norm: timm's dropout and activation, else nothing."""
+    if not isinstance(norm, BatchNormAct2d):
+        return nn.Identity()
+    return norm.act if isinstance(norm.drop, nn.Identity) else nn.Sequential(norm.drop, norm.act)
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with every BatchNorm that directly follows a Conv2d folded into it.
 
@@ -79,10 +86,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         # empty_like keeps the convolution's weight layout (channels-last or not).
         conv.weight = nn.Parameter(torch.empty_like(conv.weight).copy_(weight), requires_grad=False)
         conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
-        replacement = (
-            nn.Sequential(norm.drop, norm.act) if isinstance(norm, BatchNormAct2d) else nn.Identity()
-        )
-        folded.set_submodule(norm_name, replacement)
+        folded.set_submodule(norm_name, _after_norm(norm))
     return folded.requires_grad_(False)
 
 
@@ -100,10 +104,14 @@ class FoldedCopy:
 
     def get(self, module: nn.Module) -> nn.Module:
         key = []
-        for tensor in (*module.parameters(), *module.buffers()):
-            if tensor.is_inference():
-                return module
-            key.append((tensor.data_ptr(), tensor.dtype, tensor._version))
+        # Straight over each submodule's own tensors: parameters()/buffers() cost twice as much per step.
+        for submodule in module.modules():
+            for tensor in (*submodule._parameters.values(), *submodule._buffers.values()):
+                if tensor is None:
+                    continue
+                if tensor.is_inference():
+                    return module
+                key.append((tensor.data_ptr(), tensor.device, tensor.dtype, tensor._version))
         key_tuple = tuple(key)
         if self._folded is None or key_tuple != self._key:
             # Under inference_mode the copy would be made of inference tensors; keep them ordinary.
