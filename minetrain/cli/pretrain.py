@@ -206,11 +206,8 @@ def print_summary(run_dir: Path, summary: LossSummary, trainer: L.Trainer, cfg: 
         console.print(f"  wrote {path}", soft_wrap=True)
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
-    console.print(
-        f"Resume:   minetrain pretrain --config-name {hydra_cfg.job.config_name} "
-        f"{' '.join(overrides)} resume=auto".replace("  ", " "),
-        soft_wrap=True,
-    )
+    resume = ["minetrain pretrain", "--config-name", hydra_cfg.job.config_name, *overrides, "resume=auto"]
+    console.print(f"Resume:   {' '.join(resume)}", soft_wrap=True)
     console.print(
         f"Evaluate: minetrain evaluate {run_dir / CHECKPOINT_DIR} {' '.join(dataset_dirs(cfg))}",
         soft_wrap=True,
