@@ -2,12 +2,11 @@ import json
 import os
 from types import SimpleNamespace
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from lightning.pytorch.callbacks import ModelCheckpoint
+from resume_harness import fit_recording
 
 from minetrain.data import MineDataModule
 from minetrain.data.sampler import EpisodeContinuousBatchSampler
@@ -135,43 +134,9 @@ def test_val_loader_is_ordered_and_disjoint_from_train(dataset_dir):
     assert list(dict.fromkeys(val)) == module.val_dataset.episodes
 
 
-class Recorder(pl.LightningModule):
-    """Records what each training step saw; the loss only exists so that optimisation runs."""
-
-    def __init__(self):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.seen = []
-
-    def training_step(self, batch, batch_idx):
-        self.seen.append((self.current_epoch, batch_idx, signature(batch)))
-        return (self.weight * batch["mask"].float().mean()).sum()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def fit(dataset_dir, workers, max_steps, ckpt_dir, ckpt_path=None, every=None):
-    module = Recorder()
-    callbacks = []
-    if every is not None:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every, save_top_k=-1))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=3,
-        max_steps=max_steps,
-        use_distributed_sampler=False,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=every is not None,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=callbacks,
-    )
-    trainer.fit(module, datamodule=make_module(dataset_dir, workers=workers), ckpt_path=ckpt_path)
-    return module.seen, trainer
+    datamodule = make_module(dataset_dir, workers=workers)
+    return fit_recording(datamodule, signature, 3, max_steps, ckpt_dir, ckpt_path=ckpt_path, every=every)
 
 
 @pytest.mark.parametrize("stop_in_epoch", ["middle", "end"])

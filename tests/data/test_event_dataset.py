@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import lmdb
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from event_fixtures import (
     make_episode,
     write_event_dataset,
 )
-from lightning.pytorch.callbacks import ModelCheckpoint
+from resume_harness import fit_recording
 
 from minetrain.data import MineDataModule
 from minetrain.data.dataset import RawDataset
@@ -226,40 +225,8 @@ def test_resume_mid_epoch_through_the_module_state(large: Path) -> None:
     assert [signature(b) for b in resumed.train_dataloader()] == reference[3:]
 
 
-class Recorder(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.seen: list = []
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        self.seen.append((self.current_epoch, signature(batch)))
-        return (self.weight * batch["mask"].float().mean()).sum()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def fit(path: Path, max_steps: int, ckpt_dir: Path, ckpt_path: Path | None = None, every: int | None = None):
-    recorder = Recorder()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=2,
-        max_steps=max_steps,
-        use_distributed_sampler=False,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=every is not None,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every, save_top_k=-1)]
-        if every
-        else [],
-    )
-    trainer.fit(recorder, datamodule=module(path), ckpt_path=ckpt_path)
-    return recorder.seen, trainer
+    return fit_recording(module(path), signature, 2, max_steps, ckpt_dir, ckpt_path=ckpt_path, every=every)
 
 
 def test_lightning_resume_continues_with_the_next_batch(large: Path, tmp_path: Path) -> None:
