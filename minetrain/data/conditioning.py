@@ -69,20 +69,22 @@ def interaction_type(raw_id: int) -> int:
 
 
 @lru_cache(maxsize=8)
-def _sample_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Where a nearest-neighbour resize of a 360x640 mask to (height, width) reads from.
 
     Output pixel (i, j) reads source pixel (floor(i * 360 / height), floor(j * 640 / width)) in
     exact integer arithmetic: the pixels OpenCV's INTER_NEAREST (used by the reference) picks when
     shrinking, as for every frame size up to 360x640 (enlarging may differ on edges). Returns the
     sorted flat source indices over the distinct source rows, and for each output row the distinct
-    row it copies (rows repeat when upsampling).
+    row it copies (rows repeat when upsampling; None when every row is distinct, as when shrinking).
     """
     rows = np.arange(height) * MASK_SHAPE[0] // height
     cols = np.arange(width) * MASK_SHAPE[1] // width
     distinct, row_of = np.unique(rows, return_inverse=True)
     positions = (distinct[:, None] * MASK_SHAPE[1] + cols[None, :]).reshape(-1)
     positions.setflags(write=False)
+    if distinct.size == height:
+        return positions, None
     row_of.setflags(write=False)
     return positions, row_of
 
@@ -100,8 +102,7 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
     except (AttributeError, ValueError):
         numbers = None
     if numbers is None or numbers.size % 2:
-        sampled = rle_decode(rle).reshape(-1)[positions]
-        return sampled.reshape(-1, width)[row_of]
+        return _sample(rle_decode(rle), positions, row_of, width)
     starts = numbers[0::2] - 1
     ends = starts + numbers[1::2]
     total = MASK_SHAPE[0] * MASK_SHAPE[1]
@@ -112,15 +113,20 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
         and bool(np.all(starts[1:] >= ends[:-1]))
     )
     if not ordered:
-        sampled = rle_decode(rle).reshape(-1)[positions]
-        return sampled.reshape(-1, width)[row_of]
+        return _sample(rle_decode(rle), positions, row_of, width)
     bounds = np.empty(2 * starts.size + 2, dtype=np.int64)
     bounds[0], bounds[-1] = 0, positions.size
     bounds[1:-1:2] = np.searchsorted(positions, starts)
     bounds[2:-1:2] = np.searchsorted(positions, ends)
     values = np.zeros(bounds.size - 1, dtype=np.uint8)
     values[1::2] = 1
-    return np.repeat(values, np.diff(bounds)).reshape(-1, width)[row_of]
+    rows = np.repeat(values, np.diff(bounds)).reshape(-1, width)
+    return rows if row_of is None else rows[row_of]
+
+
+def _sample(mask: np.ndarray, positions: np.ndarray, row_of: np.ndarray | None, width: int) -> np.ndarray:
+    rows = mask.reshape(-1)[positions].reshape(-1, width)
+    return rows if row_of is None else rows[row_of]
 
 
 def no_condition(length: int) -> dict[str, np.ndarray | list[str]]:
@@ -162,24 +168,33 @@ def condition_window(
     out = no_condition(len(kept))
     masks = np.empty((len(kept), height, width), dtype=np.uint8) if obj_mask is None else obj_mask
     out["obj_mask"] = masks
-    decoded: dict[str, np.ndarray] = {}
+    # Per-frame values are gathered in lists and written with one numpy call per field.
+    rows_of_mask: dict[str, list[int]] = {}
+    empty: list[int] = []
+    point_rows, points, range_rows, ranges = [], [], [], []
     for row, t in enumerate(kept):
         key = None if dropped else chosen[t]
         if key is None:
-            masks[row] = 0
+            empty.append(row)
             continue
         value = frames[t][key]
         out["obj_id"][row] = interaction_type(value["obj_id"])
-        rle = value["rle_mask"]
-        if rle not in decoded:
-            decoded[rle] = decode_mask(rle, size)
-        masks[row] = decoded[rle]
+        rows_of_mask.setdefault(value["rle_mask"], []).append(row)
         out["event"][row] = str(value.get("event", ""))
-        point = value.get("point")
-        if point is not None:
-            out["point"][row] = np.asarray(point, dtype=np.float64) / np.array(MASK_SHAPE, dtype=np.float64)
+        if (point := value.get("point")) is not None:
+            point_rows.append(row)
+            points.append(point)
         out["frame_id"][row] = int(value.get("frame_id", -1))
-        frame_range = value.get("frame_range")
-        if frame_range is not None:
-            out["frame_range"][row] = np.asarray(frame_range, dtype=np.int64)
+        if (frame_range := value.get("frame_range")) is not None:
+            range_rows.append(row)
+            ranges.append(frame_range)
+    masks[empty] = 0
+    for rle, rows in rows_of_mask.items():
+        masks[rows] = decode_mask(rle, size)
+    if points:
+        out["point"][point_rows] = np.asarray(points, dtype=np.float64) / np.array(
+            MASK_SHAPE, dtype=np.float64
+        )
+    if ranges:
+        out["frame_range"][range_rows] = np.asarray(ranges, dtype=np.int64)
     return out

@@ -17,8 +17,9 @@ Workers: each one limits torch to one thread and decodes video single-threaded (
 in ``data_params``), so ``num_workers`` processes use about ``num_workers`` cores; LMDB handles
 are opened lazily inside each worker by the store; train workers persist across epochs (val
 workers are started per validation run rather than idling in memory between runs); memory is
-pinned only when a GPU is present. Workers build whole batches in shared memory (see
-``RawDataset.__getitems__``), so a batch reaches the main process without being copied.
+pinned only when a GPU is present. Workers build whole batches in the slots of a shared-memory
+``BatchRing`` the loader allocates for them (``buffers.py``), so a batch reaches the main process
+without being copied, and its small fields travel inside the pickle.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
 
+from minetrain.data.buffers import BatchRing
 from minetrain.data.dataset import RawDataset
 from minetrain.data.event_dataset import EVENT_PARAMS, EventDataset
 from minetrain.data.sampler import EpisodeContinuousBatchSampler, default_world
@@ -60,12 +62,20 @@ def collate_windows(items: Sequence[Any] | dict[str, Any]) -> Any:
     """The batch ``RawDataset.__getitems__`` built, or one stacked from single windows.
 
     Stacks tensors, keeps strings and lists of strings as per-window lists, recurses into dicts.
+    In a worker of a ``WindowLoader`` the batch is then packed for its ``BatchRing``.
     """
+    worker = get_worker_info()
+    ring = getattr(worker.dataset, "batch_ring", None) if worker is not None else None
+    batch = items if isinstance(items, dict) else _stack_windows(items)
+    return ring.pack(worker.id, batch) if ring is not None else batch
+
+
+def _stack_windows(items: Sequence[Any]) -> Any:
     if isinstance(items, dict):
         return items
     first = items[0]
     if isinstance(first, dict):
-        return {key: collate_windows([item[key] for item in items]) for key in first}
+        return {key: _stack_windows([item[key] for item in items]) for key in first}
     if isinstance(first, torch.Tensor):
         return torch.stack(list(items))
     return list(items)
@@ -85,18 +95,40 @@ class WindowLoader(DataLoader):
     """
 
     skipped_windows: dict[int, int]
+    batch_ring: BatchRing | None = None
 
     def __iter__(self) -> Iterator[Any]:
         epoch = getattr(self.batch_sampler, "epoch", getattr(self.sampler, "epoch", None))
         if epoch is not None:
             self.dataset.set_epoch(epoch)
-        return self._pass(self.dataset.epoch)
+        return self._pass(self.dataset.epoch, self._ring_for_workers())
 
-    def _pass(self, epoch: int) -> Iterator[Any]:
+    def _ring_for_workers(self) -> BatchRing | None:
+        """The slots the workers of the next iterator write to; persistent workers keep theirs.
+
+        Workers inherit the dataset (with its ring) when the iterator starts them, so the ring is
+        in place before; ``prefetch_factor`` batches per worker can be in flight and about three
+        more held by the consumer, which sizes the ring.
+        """
+        if not self.num_workers or not hasattr(self.dataset, "batch_shapes"):
+            return None
+        if self.batch_ring is None or not self.persistent_workers:
+            batch_size = self.batch_size or getattr(self.batch_sampler, "batch_size", None)
+            if batch_size is None:
+                return None
+            self.batch_ring = BatchRing(
+                self.dataset.batch_shapes(batch_size), self.num_workers, (self.prefetch_factor or 2) + 3
+            )
+            self.dataset.batch_ring = self.batch_ring
+        return self.batch_ring
+
+    def _pass(self, epoch: int, ring: BatchRing | None) -> Iterator[Any]:
         skipped = 0
         for batch in super().__iter__():
             skipped += int((batch["mask"].sum(dim=1) == 0).sum())
             yield batch
+            if ring is not None:
+                ring.release_unreferenced()
         if not hasattr(self, "skipped_windows"):
             self.skipped_windows = {}
         self.skipped_windows[epoch] = skipped

@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from minetrain.actions import CAMERA_KEY, ENV_KEYS, env_to_agent
+from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng, no_condition
 from minetrain.data.store import TrajectoryStore
 from minetrain.errors import ConfigError, DataError
@@ -152,6 +153,8 @@ class RawDataset(Dataset):
         # The epoch lives in shared memory so persistent DataLoader workers see set_epoch().
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._buffers = BufferPool()
+        # Set by the DataLoader of datamodule.py before its workers start.
+        self.batch_ring: BatchRing | None = None
 
     @property
     def epoch(self) -> int:
@@ -186,12 +189,13 @@ class RawDataset(Dataset):
         """A batch of windows, decoded straight into the batch's tensors.
 
         The DataLoader calls this with each batch of indices. Every frame is copied once, from the
-        decoder into the batch; in a worker process the large tensors live in shared memory, so
-        handing the batch to the main process copies nothing either.
+        decoder into the batch. Buffers are reused (``buffers.py``): in the main process once the
+        batch they held is gone; in a DataLoader worker they are slots of the loader's shared
+        ``batch_ring``, so handing the batch to the main process copies nothing either.
         """
-        count, (width, height) = len(indices), self.size
-        image = self._buffers.take((count, self.win_len, height, width, 3))
-        obj_mask = self._buffers.take((count, self.win_len, height, width)) if self.enable_segment else None
+        count = len(indices)
+        buffers = self._batch_buffers(count)
+        image, obj_mask = buffers["image"], buffers.get("obj_mask")
         windows = [
             self._window(int(index), image[row].numpy(), None if obj_mask is None else obj_mask[row].numpy())
             for row, index in enumerate(indices)
@@ -204,6 +208,25 @@ class RawDataset(Dataset):
         if obj_mask is not None:
             batch["segment"]["obj_mask"] = obj_mask
         return batch
+
+    def batch_shapes(self, count: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the uint8 tensors of a batch of ``count`` windows: frames and condition masks."""
+        width, height = self.size
+        shapes = {"image": (count, self.win_len, height, width, 3)}
+        if self.enable_segment:
+            shapes["obj_mask"] = (count, self.win_len, height, width)
+        return shapes
+
+    def _batch_buffers(self, count: int) -> dict[str, torch.Tensor]:
+        shapes = self.batch_shapes(count)
+        worker = get_worker_info()
+        if worker is None:
+            return {key: self._buffers.take(shape) for key, shape in shapes.items()}
+        if self.batch_ring is not None:
+            buffers = self.batch_ring.take(worker.id, shapes)
+            if buffers is not None:
+                return buffers
+        return {key: shared_uint8(shape) for key, shape in shapes.items()}
 
     def _window(self, index: int, image: np.ndarray, obj_mask: np.ndarray | None) -> dict[str, Any]:
         """Read window ``index`` into ``image`` and ``obj_mask``; return its other, small fields."""
@@ -290,44 +313,6 @@ class RawDataset(Dataset):
         if self.enable_segment:
             fields["segment"] = no_condition(length)
         return fields
-
-
-class BufferPool:
-    """Reuses batch tensors nothing else references any more.
-
-    A batch is hundreds of MB written once, and the page faults of fresh memory cost about as
-    much as the writing. In the main process (``num_workers=0``) a batch's buffers are reused once
-    every tensor, view and numpy array of the batch is gone: the storage's reference count says so
-    exactly, so a batch still held by training is never overwritten. In a DataLoader worker the
-    buffers are allocated in shared memory instead, as ``default_collate`` does, because sending
-    a batch to the main process would otherwise copy it into shared memory first.
-    """
-
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self._pools: dict[tuple[int, ...], list[torch.Tensor]] = {}
-
-    @staticmethod
-    def _unreferenced(tensor: torch.Tensor) -> bool:
-        # 2 = the pool's tensor + the temporary storage object made for this query.
-        return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) == 2
-
-    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """An uninitialised uint8 tensor of ``shape``."""
-        if get_worker_info() is not None:
-            storage = torch.UntypedStorage._new_shared(math.prod(shape))
-            return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-        pool = self._pools.setdefault(shape, [])
-        for tensor in pool:
-            if self._unreferenced(tensor):
-                return tensor
-        tensor = torch.empty(shape, dtype=torch.uint8)
-        if len(pool) < self.size:
-            pool.append(tensor)
-        return tensor
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"size": self.size, "_pools": {}}
 
 
 def _stack(values: list[Any]) -> Any:

@@ -186,3 +186,24 @@ def test_two_process_gloo_run(dataset_dir, tmp_path):
         assert episodes[0] and episodes[1] and not episodes[0] & episodes[1]
         windows = [(slot[0], slot[1]) for seen in ranks for e, batch in seen if e == epoch for slot in batch]
         assert len(windows) == len(set(windows))
+
+
+def test_worker_batches_reach_the_consumer_in_reused_shared_slots(dataset_dir):
+    loader = make_module(dataset_dir, workers=2).train_dataloader()
+    pointers = set()
+    for _ in range(2):
+        for batch in loader:
+            pointers.add(batch["image"].untyped_storage().data_ptr())
+            pointers.add(batch["segment"]["obj_mask"].untyped_storage().data_ptr())
+    ring = loader.batch_ring
+    slots = {t.untyped_storage().data_ptr() for row in ring.buffers for slot in row for t in slot.values()}
+    assert pointers <= slots
+    assert int(ring.fallbacks.sum()) == 0
+
+
+def test_worker_batches_the_consumer_keeps_are_never_overwritten(dataset_dir):
+    expected = [signature(batch) for batch in make_module(dataset_dir, workers=0).train_dataloader()]
+    loader = make_module(dataset_dir, workers=2).train_dataloader()
+    kept = list(loader)
+    assert [signature(batch) for batch in kept] == expected
+    assert int(loader.batch_ring.fallbacks.sum()) > 0, "more batches than slots: fresh memory took over"

@@ -1,0 +1,180 @@
+"""Batch buffers written once per batch and reused, in the main process and across workers.
+
+A batch of video is hundreds of MB written once, and the page faults of fresh memory cost about
+as much as the writing. PyTorch's default hand-over from a DataLoader worker adds to that: every
+tensor of a batch goes into a new shared-memory file, whose descriptor reaches the main process
+through a socket handshake, and the main process maps it anew.
+
+* ``BufferPool`` (``num_workers=0``): a batch's buffers are reused once every tensor, view and
+  numpy array of the batch is gone; the storage's reference count says so exactly.
+* ``BatchRing`` (``num_workers > 0``): before its workers start, the loader allocates a few
+  shared-memory batch slots per worker. A worker decodes into a free slot of its own and sends
+  where the tensor lies in the slot instead of the tensor; small fields travel by value inside
+  the pickle. The main process maps every slot already, so nothing is copied, mapped or faulted
+  per batch. A slot goes back to its worker once the main process holds no reference to it
+  (same reference count), so a batch training still uses is never overwritten. A worker whose
+  slots are all in use falls back to fresh shared memory: slower, never blocking.
+
+Slot states, each change made by one side only: FREE -> FILLING (the worker takes it) ->
+DELIVERED (the main process unpickles a batch of it) -> FREE (the main process dropped it).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from minetrain.errors import DataError
+
+FREE, FILLING, DELIVERED = 0, 1, 2
+
+_RINGS: weakref.WeakValueDictionary[str, BatchRing] = weakref.WeakValueDictionary()
+
+
+def unreferenced(tensor: torch.Tensor) -> bool:
+    """Whether nothing but ``tensor`` itself holds its storage (no views, no numpy arrays)."""
+    # 2 = the tensor + the temporary storage object made for this query.
+    return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) == 2
+
+
+def shared_uint8(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor in shared memory; its pages are allocated when first written."""
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    # set_ with the shape directly: a view of a set_ tensor would hold one more reference, for good.
+    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
+
+
+class BufferPool:
+    """Reuses uint8 batch tensors of the process that consumes them, once nothing references them."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._pools: dict[tuple[int, ...], list[torch.Tensor]] = {}
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """An uninitialised uint8 tensor of ``shape``."""
+        pool = self._pools.setdefault(shape, [])
+        for tensor in pool:
+            if unreferenced(tensor):
+                return tensor
+        tensor = torch.empty(shape, dtype=torch.uint8)
+        if len(pool) < self.size:
+            pool.append(tensor)
+        return tensor
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"size": self.size, "_pools": {}}
+
+
+class BatchRing:
+    """``slots`` shared-memory batches per worker, each a uint8 tensor per key of ``shapes``."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], workers: int, slots: int) -> None:
+        self.id = uuid.uuid4().hex
+        self.shapes = {key: tuple(shape) for key, shape in shapes.items()}
+        self.buffers = [
+            [{key: shared_uint8(shape) for key, shape in self.shapes.items()} for _ in range(slots)]
+            for _ in range(workers)
+        ]
+        self.state = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
+        self.fallbacks = torch.zeros(workers, dtype=torch.int64).share_memory_()
+        self._lock = threading.Lock()
+        self._slot_of: dict[int, tuple[int, str]] | None = None
+        _RINGS[self.id] = self
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_lock": None, "_slot_of": None}
+
+    def take(self, worker: int, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor] | None:
+        """Worker side: buffers of ``shapes`` (leading rows of a free slot), or None if none is free."""
+        fits = all(
+            key in self.shapes and shape[0] <= self.shapes[key][0] and shape[1:] == self.shapes[key][1:]
+            for key, shape in shapes.items()
+        )
+        row = self.state[worker].numpy()
+        free = np.flatnonzero(row == FREE)
+        if not fits or free.size == 0:
+            self.fallbacks[worker] += 1
+            return None
+        slot = int(free[0])
+        row[slot] = FILLING
+        return {key: self.buffers[worker][slot][key][: shape[0]] for key, shape in shapes.items()}
+
+    def pack(self, worker: int, batch: Any) -> Any:
+        """Worker side: ``batch`` ready to pickle; slot tensors become references, small ones values."""
+        if self._slot_of is None:
+            self._slot_of = {
+                tensor.untyped_storage().data_ptr(): (slot, key)
+                for slot, buffers in enumerate(self.buffers[worker])
+                for key, tensor in buffers.items()
+            }
+        return self._pack(worker, batch)
+
+    def _pack(self, worker: int, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: self._pack(worker, item) for key, item in value.items()}
+        if not isinstance(value, torch.Tensor):
+            return value
+        where = self._slot_of.get(value.untyped_storage().data_ptr())
+        if where is not None:
+            return _SlotView(self.id, worker, *where, value.shape, value.stride(), value.storage_offset())
+        if not value.is_shared() and value.dtype != torch.bfloat16 and not value.requires_grad:
+            return _Value(value.numpy())
+        return value
+
+    def deliver(
+        self, worker: int, slot: int, key: str, size: tuple[int, ...], stride: tuple[int, ...], offset: int
+    ) -> torch.Tensor:
+        """Main side: the view of slot ``slot`` of ``worker`` that a batch refers to."""
+        with self._lock:
+            self.state[worker, slot] = DELIVERED
+            return self.buffers[worker][slot][key].as_strided(size, stride, offset)
+
+    def release_unreferenced(self) -> None:
+        """Main side: hand back to their workers the delivered slots nothing references any more."""
+        with self._lock:
+            state = self.state.numpy()
+            for worker, slot in np.argwhere(state == DELIVERED):
+                if all(unreferenced(tensor) for tensor in self.buffers[worker][slot].values()):
+                    state[worker, slot] = FREE
+
+
+class _SlotView:
+    """Where a tensor of a batch lies in a ring slot; unpickles as that view in the main process."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _deliver, self.args
+
+
+class _Value:
+    """A small tensor sent inside the pickle rather than through a shared-memory file of its own."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return torch.from_numpy, (self.array,)
+
+
+def _deliver(ring_id: str, *args: Any) -> torch.Tensor:
+    ring = _RINGS.get(ring_id)
+    if ring is None:
+        raise DataError(
+            "a DataLoader worker sent a batch of a shared-memory ring this process does not own; "
+            "unpickle minetrain batches only in the process that created their DataLoader"
+        )
+    return ring.deliver(*args)
