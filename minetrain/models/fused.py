@@ -1,15 +1,25 @@
-"""BatchNorm followed by SiLU that keeps one activation for backward instead of two.
+"""BatchNorm followed by SiLU that keeps one activation for backward instead of two or three.
 
 In timm's ``BatchNormAct2d`` autograd keeps the BatchNorm input (for BatchNorm's backward) and
 the normalised output (for SiLU's backward): two full tensors per layer, about a third of a conv
 net's training memory. The normalised output is a per-channel affine map of the input, so here it
 is recomputed in backward from the input and the batch statistics (one cheap pass) instead.
+
+The layer's output is a third full tensor, which the next layer (a convolution, the
+squeeze-excitation product) keeps for its own backward. Inside ``rebuilt_batchnorm_silu_outputs``
+autograd keeps a recipe instead (the layer's saved input and statistics), and the output is
+rebuilt the moment that layer's backward needs it: one more elementwise pass per layer in
+backward for one full tensor less per layer in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,14 +40,64 @@ class _BatchNormSiLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        scale = invstd * weight
-        z = torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+        z = _normalised(x, weight, bias, mean, invstd)
         grad_z = torch.ops.aten.silu_backward(grad, z)
         del z
         grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
             grad_z, x, weight, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3])
         )
         return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _normalised(x, weight, bias, mean, invstd):
+    scale = invstd * weight
+    return torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+
+
+class _Rebuild:
+    """A BatchNorm+SiLU output autograd did not keep: its node's saved input and statistics."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    def __call__(self) -> torch.Tensor:
+        return F.silu(_normalised(*self.node.saved_tensors), inplace=True)
+
+
+# id(output) -> (weak reference to the output, its recipe), while rebuilding is on.
+_outputs: contextvars.ContextVar[dict[int, tuple[weakref.ref, _Rebuild]] | None] = contextvars.ContextVar(
+    "batchnorm_silu_outputs", default=None
+)
+
+
+@contextlib.contextmanager
+def rebuilt_batchnorm_silu_outputs() -> Iterator[None]:
+    """Lean BatchNorm+SiLU outputs made inside are rebuilt in backward rather than kept."""
+    outputs: dict[int, tuple[weakref.ref, _Rebuild]] = {}
+
+    def pack(tensor: torch.Tensor) -> Any:
+        entry = outputs.get(id(tensor))
+        return entry[1] if entry is not None and entry[0]() is tensor else tensor
+
+    def unpack(packed: Any) -> torch.Tensor:
+        return packed() if isinstance(packed, _Rebuild) else packed
+
+    token = _outputs.set(outputs)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+    finally:
+        _outputs.reset(token)
+
+
+def _register(output: torch.Tensor) -> torch.Tensor:
+    outputs = _outputs.get()
+    if outputs is not None:
+        key = id(output)
+        outputs[key] = (weakref.ref(output, lambda _: outputs.pop(key, None)), _Rebuild(output.grad_fn))
+    return output
 
 
 def fuse_batchnorm_silu(model: nn.Module) -> None:
@@ -65,4 +125,4 @@ def _forward(norm: BatchNormAct2d, forward: Callable, x: torch.Tensor) -> torch.
     norm.num_batches_tracked.add_(1)
     momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
     stats = (norm.running_mean, norm.running_var)
-    return _BatchNormSiLU.apply(x, norm.weight, norm.bias, *stats, momentum, norm.eps)
+    return _register(_BatchNormSiLU.apply(x, norm.weight, norm.bias, *stats, momentum, norm.eps))

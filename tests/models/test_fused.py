@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import weakref
 
 import torch
 from timm.layers import BatchNormAct2d
 from torch import nn
 
-from minetrain.models.fused import fuse_batchnorm_silu
+from minetrain.models.fused import fuse_batchnorm_silu, rebuilt_batchnorm_silu_outputs
 
 
 def _pair() -> tuple[nn.Module, nn.Module]:
@@ -53,3 +54,24 @@ def test_eval_and_no_grad_use_timm_forward() -> None:
     plain.train(), lean.train()
     with torch.no_grad():
         torch.testing.assert_close(lean(x), plain(x))
+
+
+def test_outputs_rebuilt_in_backward_are_not_kept_and_give_the_same_gradients() -> None:
+    plain, lean = _pair()
+    x = torch.randn(3, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    outputs = []
+    lean[1].register_forward_hook(lambda module, args, out: outputs.append(weakref.ref(out)))
+
+    y, gx, grads = _step(plain, x)
+    kept = lean(x.clone().requires_grad_())
+    assert outputs.pop()() is not None, "without rebuilding, the next conv keeps the layer's output"
+    del kept
+    x_lean = x.clone().requires_grad_()
+    with rebuilt_batchnorm_silu_outputs():
+        y_lean = lean(x_lean)
+    assert outputs.pop()() is None, "the graph is alive but the layer's output is not kept"
+    (y_lean * torch.linspace(-1, 1, y_lean.numel()).view_as(y_lean)).sum().backward()
+    torch.testing.assert_close(y_lean.detach(), y)
+    torch.testing.assert_close(x_lean.grad, gx, rtol=1e-4, atol=1e-6)
+    for name, param in lean.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
