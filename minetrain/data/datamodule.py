@@ -10,8 +10,8 @@ their DataLoaders:
   number of batches training has consumed, read from the trainer's progress counters because
   the sampler itself runs ahead by whatever the loader has prefetched.
 * ``episode_continuous_batch=False``: windows shuffled by a ``DistributedSampler`` (the sampler
-  Lightning would inject) built here with the trainer's rank and world size; restored
-  checkpoints continue with the right epoch's order but restart it from its first batch.
+  Lightning would inject) built here with the trainer's rank and world size; it resumes mid-epoch
+  the same way, by leaving out the windows of the batches the checkpoint had consumed.
 
 Workers: each one limits torch to one thread and decodes video single-threaded (``decode_threads``
 in ``data_params``), so ``num_workers`` processes use about ``num_workers`` cores; LMDB handles
@@ -142,6 +142,21 @@ class WindowLoader(DataLoader):
             )
 
 
+class ResumableDistributedSampler(DistributedSampler):
+    """A ``DistributedSampler`` whose next pass can leave out the first ``skip`` indices of its order.
+
+    Each epoch's order depends only on (seed, epoch), so leaving out the windows of the batches a
+    checkpoint had consumed continues that epoch exactly; ``len`` stays the full epoch's.
+    """
+
+    skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+
 class MineDataModule(pl.LightningDataModule):
     """Train/val windows of trajectory datasets (``data_params`` as in the seed, see ``DATA_PARAMS``)."""
 
@@ -218,7 +233,9 @@ class MineDataModule(pl.LightningDataModule):
             )
             self._report_plan(batch_sampler, dataset.split)
             return WindowLoader(dataset, batch_sampler=batch_sampler, **options)
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
+        sampler = ResumableDistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed
+        )
         return WindowLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, **options)
 
     def _check_trainer(self, world: int) -> None:
@@ -287,7 +304,7 @@ class MineDataModule(pl.LightningDataModule):
         if isinstance(loader.batch_sampler, EpisodeContinuousBatchSampler):
             sampler = loader.batch_sampler
             return {"sampler": {**sampler.state_dict(consumed=consumed), "epoch": epoch}}
-        return {"epoch": epoch}
+        return {"epoch": epoch, "consumed_batches": consumed}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
@@ -311,11 +328,19 @@ class MineDataModule(pl.LightningDataModule):
                 batch_sampler.set_epoch(epoch)
                 return
             batch_sampler.load_state_dict(sampler_state)
-            # Lightning warns that a plain DataLoader cannot resume mid-epoch; this one does.
-            warnings.filterwarnings(
-                "ignore",
-                message="You're resuming from a checkpoint that ended before",
-                category=PossibleUserWarning,
-            )
-        elif isinstance(loader.sampler, DistributedSampler):
+        elif isinstance(loader.sampler, ResumableDistributedSampler):
             loader.sampler.set_epoch(epoch)
+            if sampler_state is not None:
+                log.warning(
+                    "the checkpoint was made with episode_continuous_batch=True; epoch %d starts from "
+                    "its first batch",
+                    epoch,
+                )
+                return
+            loader.sampler.skip = int(state.get("consumed_batches", 0)) * int(loader.batch_size)
+        # Lightning warns that a plain DataLoader cannot resume mid-epoch; this one does.
+        warnings.filterwarnings(
+            "ignore",
+            message="You're resuming from a checkpoint that ended before",
+            category=PossibleUserWarning,
+        )

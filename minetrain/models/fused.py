@@ -5,11 +5,16 @@ the normalised output (for SiLU's backward): two full tensors per layer, about a
 net's training memory. The normalised output is a per-channel affine map of the input, so here it
 is recomputed in backward from the input and the batch statistics (one cheap pass) instead.
 
-The layer's output is a third full tensor, which the next layer (a convolution, the
-squeeze-excitation product) keeps for its own backward. Inside ``rebuilt_batchnorm_silu_outputs``
-autograd keeps a recipe instead (the layer's saved input and statistics), and the output is
-rebuilt the moment that layer's backward needs it: one more elementwise pass per layer in
-backward for one full tensor less per layer in memory.
+The layer's output is a third full tensor, which the next layer keeps for its own backward.
+Inside ``rebuilt_batchnorm_silu_outputs`` autograd keeps a recipe instead (the layer's saved input
+and statistics) when that next layer is a convolution, and the output is rebuilt the moment the
+convolution's backward needs it; the normalised tensor computed for that is kept until this
+layer's own backward, which runs soon after and needs it too. A rebuild costs one SiLU pass.
+
+Squeeze-excitation multiplies such an output by a per-channel gate and keeps both for backward;
+its product, the next convolution's input, is another full tensor. There the output is kept
+(the product's backward needs it) and the product is rebuilt instead, by one multiplication.
+Per EfficientNet block, two of the five full-size tensors autograd would keep are rebuilt.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.layers import BatchNormAct2d
+from timm.models._efficientnet_blocks import SqueezeExcite
 from torch import nn
 
 
@@ -35,12 +41,15 @@ class _BatchNormSiLU(torch.autograd.Function):
         )
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps = eps
+        # Set when the output was rebuilt for a later layer's backward; this backward then reuses it.
+        ctx.normalised = None
         return F.silu(z)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        z = _normalised(x, weight, bias, mean, invstd)
+        z = _normalised(x, weight, bias, mean, invstd) if ctx.normalised is None else ctx.normalised
+        ctx.normalised = None
         grad_z = torch.ops.aten.silu_backward(grad, z)
         del z
         grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
@@ -63,26 +72,43 @@ class _Rebuild:
         self.node = node
 
     def __call__(self) -> torch.Tensor:
-        return F.silu(_normalised(*self.node.saved_tensors), inplace=True)
+        node = self.node
+        if node.normalised is None:
+            node.normalised = _normalised(*node.saved_tensors)
+        return F.silu(node.normalised)
 
+
+class _RebuildProduct:
+    """A squeeze-excitation product autograd did not keep: the factors its own node keeps."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    def __call__(self) -> torch.Tensor:
+        return self.node._saved_self * self.node._saved_other
+
+
+_Recipe = _Rebuild | _RebuildProduct
 
 # id(output) -> (weak reference to the output, its recipe), while rebuilding is on.
-_outputs: contextvars.ContextVar[dict[int, tuple[weakref.ref, _Rebuild]] | None] = contextvars.ContextVar(
-    "batchnorm_silu_outputs", default=None
+_outputs: contextvars.ContextVar[dict[int, tuple[weakref.ref, _Recipe]] | None] = contextvars.ContextVar(
+    "rebuilt_outputs", default=None
 )
 
 
 @contextlib.contextmanager
 def rebuilt_batchnorm_silu_outputs() -> Iterator[None]:
     """Lean BatchNorm+SiLU outputs made inside are rebuilt in backward rather than kept."""
-    outputs: dict[int, tuple[weakref.ref, _Rebuild]] = {}
+    outputs: dict[int, tuple[weakref.ref, _Recipe]] = {}
 
     def pack(tensor: torch.Tensor) -> Any:
         entry = outputs.get(id(tensor))
         return entry[1] if entry is not None and entry[0]() is tensor else tensor
 
     def unpack(packed: Any) -> torch.Tensor:
-        return packed() if isinstance(packed, _Rebuild) else packed
+        return packed() if isinstance(packed, _Rebuild | _RebuildProduct) else packed
 
     token = _outputs.set(outputs)
     try:
@@ -92,16 +118,40 @@ def rebuilt_batchnorm_silu_outputs() -> Iterator[None]:
         _outputs.reset(token)
 
 
-def _register(output: torch.Tensor) -> torch.Tensor:
+def _register(output: torch.Tensor, recipe: type[_Recipe]) -> torch.Tensor:
     outputs = _outputs.get()
     if outputs is not None:
         key = id(output)
-        outputs[key] = (weakref.ref(output, lambda _: outputs.pop(key, None)), _Rebuild(output.grad_fn))
+        outputs[key] = (weakref.ref(output, lambda _: outputs.pop(key, None)), recipe(output.grad_fn))
     return output
 
 
+def _forward_squeeze_excite(module: SqueezeExcite, forward: Callable, x: torch.Tensor) -> torch.Tensor:
+    outputs = _outputs.get()
+    if outputs is None:
+        return forward(module, x)
+    # The product keeps x for its backward anyway: x is kept, the product is rebuilt.
+    outputs.pop(id(x), None)
+    out = forward(module, x)
+    if type(out.grad_fn).__name__ == "MulBackward0" and _keeps_both_factors(out.grad_fn):
+        _register(out, _RebuildProduct)
+    return out
+
+
+def _keeps_both_factors(node: Any) -> bool:
+    """A product keeps each factor only if the other needs a gradient (e.g. not with frozen layers)."""
+    try:
+        _ = node._saved_self, node._saved_other
+    except RuntimeError:
+        return False
+    return True
+
+
 def fuse_batchnorm_silu(model: nn.Module) -> None:
-    """Make every timm ``BatchNormAct2d`` with SiLU in ``model`` use the lean backward in fp32 training."""
+    """Make every timm ``BatchNormAct2d`` with SiLU in ``model`` use the lean backward in fp32 training.
+
+    Also lets its squeeze-excitation products be rebuilt (``rebuilt_batchnorm_silu_outputs``).
+    """
     for module in model.modules():
         if (
             isinstance(module, BatchNormAct2d)
@@ -111,6 +161,8 @@ def fuse_batchnorm_silu(model: nn.Module) -> None:
             and module.track_running_stats
         ):
             module.forward = functools.partial(_forward, module, type(module).forward)
+        elif type(module) is SqueezeExcite:
+            module.forward = functools.partial(_forward_squeeze_excite, module, type(module).forward)
 
 
 def _forward(norm: BatchNormAct2d, forward: Callable, x: torch.Tensor) -> torch.Tensor:
@@ -125,4 +177,4 @@ def _forward(norm: BatchNormAct2d, forward: Callable, x: torch.Tensor) -> torch.
     norm.num_batches_tracked.add_(1)
     momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
     stats = (norm.running_mean, norm.running_var)
-    return _register(_BatchNormSiLU.apply(x, norm.weight, norm.bias, *stats, momentum, norm.eps))
+    return _register(_BatchNormSiLU.apply(x, norm.weight, norm.bias, *stats, momentum, norm.eps), _Rebuild)

@@ -227,7 +227,21 @@ class MineLightning(L.LightningModule):
         )
         if self.global_step % self.log_freq == 0:
             self._log_train_metrics(out["metrics"])
+        self._log_skipped_windows(batch, "train")
         return out
+
+    def _log_skipped_windows(self, batch: Mapping[str, Any], stage: str) -> None:
+        """Windows the loader replaced because of bad data (all padding), summed over the epoch and ranks."""
+        skipped = (batch["mask"].sum(dim=1) == 0).sum().float()
+        self.log(
+            f"{stage}/skipped_windows",
+            skipped,
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+            sync_dist=True,
+            batch_size=batch["image"].shape[0],
+        )
 
     def _log_train_metrics(self, metrics: Mapping[str, torch.Tensor]) -> None:
         names = list(metrics)
@@ -247,6 +261,7 @@ class MineLightning(L.LightningModule):
             sync_dist=True,
             batch_size=batch["image"].shape[0],
         )
+        self._log_skipped_windows(batch, "val")
         return out
 
     def on_validation_epoch_start(self) -> None:

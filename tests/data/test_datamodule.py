@@ -134,21 +134,23 @@ def test_val_loader_is_ordered_and_disjoint_from_train(dataset_dir):
     assert list(dict.fromkeys(val)) == module.val_dataset.episodes
 
 
-def fit(dataset_dir, workers, max_steps, ckpt_dir, ckpt_path=None, every=None):
-    datamodule = make_module(dataset_dir, workers=workers)
+def fit(dataset_dir, workers, max_steps, ckpt_dir, ckpt_path=None, every=None, continuous=True):
+    datamodule = make_module(dataset_dir, workers=workers, continuous=continuous)
     return fit_recording(datamodule, signature, 3, max_steps, ckpt_dir, ckpt_path=ckpt_path, every=every)
 
 
-@pytest.mark.parametrize("stop_in_epoch", ["middle", "end"])
-def test_lightning_resume_continues_with_the_next_batch(dataset_dir, tmp_path, stop_in_epoch):
-    reference, trainer = fit(dataset_dir, 0, -1, tmp_path)
+@pytest.mark.parametrize(
+    ("stop_in_epoch", "continuous"), [("middle", True), ("end", True), ("middle", False)]
+)
+def test_lightning_resume_continues_with_the_next_batch(dataset_dir, tmp_path, stop_in_epoch, continuous):
+    reference, trainer = fit(dataset_dir, 0, -1, tmp_path, continuous=continuous)
     per_epoch = trainer.num_training_batches
     assert len(reference) == 3 * per_epoch
     stop = per_epoch + 3 if stop_in_epoch == "middle" else per_epoch
-    before, _ = fit(dataset_dir, 2, stop, tmp_path, every=stop)
+    before, _ = fit(dataset_dir, 2, stop, tmp_path, every=stop, continuous=continuous)
     checkpoints = sorted(tmp_path.glob("*.ckpt"))
     assert len(checkpoints) == 1
-    after, _ = fit(dataset_dir, 2, -1, tmp_path, ckpt_path=checkpoints[0])
+    after, _ = fit(dataset_dir, 2, -1, tmp_path, ckpt_path=checkpoints[0], continuous=continuous)
     assert before == reference[:stop]
     assert after == reference[stop:]
 

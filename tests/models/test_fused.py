@@ -7,6 +7,7 @@ import weakref
 
 import torch
 from timm.layers import BatchNormAct2d
+from timm.models._efficientnet_blocks import SqueezeExcite
 from torch import nn
 
 from minetrain.models.fused import fuse_batchnorm_silu, rebuilt_batchnorm_silu_outputs
@@ -70,6 +71,31 @@ def test_outputs_rebuilt_in_backward_are_not_kept_and_give_the_same_gradients() 
     with rebuilt_batchnorm_silu_outputs():
         y_lean = lean(x_lean)
     assert outputs.pop()() is None, "the graph is alive but the layer's output is not kept"
+    (y_lean * torch.linspace(-1, 1, y_lean.numel()).view_as(y_lean)).sum().backward()
+    torch.testing.assert_close(y_lean.detach(), y)
+    torch.testing.assert_close(x_lean.grad, gx, rtol=1e-4, atol=1e-6)
+    for name, param in lean.named_parameters():
+        torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_squeeze_excitation_products_are_rebuilt_and_give_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        nn.Conv2d(4, 8, 1),
+        BatchNormAct2d(8, act_layer=nn.SiLU),
+        SqueezeExcite(8, rd_ratio=0.25),
+        nn.Conv2d(8, 3, 1),
+    )
+    lean = copy.deepcopy(plain)
+    fuse_batchnorm_silu(lean)
+    products = []
+    lean[2].register_forward_hook(lambda module, args, out: products.append(weakref.ref(out)))
+    x = torch.randn(2, 4, 5, 5)
+    y, gx, grads = _step(plain, x)
+    x_lean = x.clone().requires_grad_()
+    with rebuilt_batchnorm_silu_outputs():
+        y_lean = lean(x_lean)
+    assert products.pop()() is None, "the product is rebuilt for the last conv's backward, not kept"
     (y_lean * torch.linspace(-1, 1, y_lean.numel()).view_as(y_lean)).sum().backward()
     torch.testing.assert_close(y_lean.detach(), y)
     torch.testing.assert_close(x_lean.grad, gx, rtol=1e-4, atol=1e-6)

@@ -67,3 +67,24 @@ def test_objectives_sum_and_are_logged_by_name() -> None:
     assert set(metrics) >= {"loss", "bc/loss", "bc1/loss", "bc1/buttons_nll", "const/loss", "const/extra"}
     assert out["loss"].item() == pytest.approx(1.5 * metrics["bc/loss"].item() + 2.0)
     assert metrics["loss"].item() == pytest.approx(out["loss"].item())
+
+
+def test_windows_skipped_for_bad_data_are_counted_over_the_epoch() -> None:
+    import lightning as L
+
+    frames = {"image": torch.zeros(2, 4, 1, 1, 3), "agent_action": actions(2, 4)}
+    batches = [
+        window(["a", "b"], [0, 4], real=real) | frames
+        for real in ([4, 4], [0, 4], [0, 0])  # a window with no real frame is one the loader skipped
+    ]
+    module = MineLightning(EchoPolicy(), callbacks=[BehaviorCloneCallback(1.0)])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    assert float(trainer.callback_metrics["train/skipped_windows"]) == 3.0
