@@ -6,7 +6,7 @@ net's training memory. The normalised output is a per-channel affine map of the 
 is recomputed in backward from the input and the batch statistics (one cheap pass) instead.
 
 The layer's output is a third full tensor, which the next layer keeps for its own backward.
-Inside ``rebuilt_batchnorm_silu_outputs`` autograd keeps a recipe instead (the layer's saved input
+Inside ``rebuilt_activations`` autograd keeps a recipe instead (the layer's saved input
 and statistics) when that next layer is a convolution, and the output is rebuilt the moment the
 convolution's backward needs it; the normalised tensor computed for that is kept until this
 layer's own backward, which runs soon after and needs it too. A rebuild costs one SiLU pass.
@@ -92,15 +92,25 @@ class _RebuildProduct:
 
 _Recipe = _Rebuild | _RebuildProduct
 
+REBUILD = ("none", "products", "all")
+
 # id(output) -> (weak reference to the output, its recipe), while rebuilding is on.
 _outputs: contextvars.ContextVar[dict[int, tuple[weakref.ref, _Recipe]] | None] = contextvars.ContextVar(
     "rebuilt_outputs", default=None
 )
+_rebuild_silu = contextvars.ContextVar("rebuild_silu_outputs", default=False)
 
 
 @contextlib.contextmanager
-def rebuilt_batchnorm_silu_outputs() -> Iterator[None]:
-    """Lean BatchNorm+SiLU outputs made inside are rebuilt in backward rather than kept."""
+def rebuilt_activations(which: str = "all") -> Iterator[None]:
+    """Outputs made inside are rebuilt in backward rather than kept: ``which`` of ``REBUILD``.
+
+    ``products``: squeeze-excitation products (one multiplication each); ``all``: also the lean
+    BatchNorm+SiLU outputs that convolutions keep (one SiLU pass each); ``none``: nothing.
+    """
+    if which == "none":
+        yield
+        return
     outputs: dict[int, tuple[weakref.ref, _Recipe]] = {}
 
     def pack(tensor: torch.Tensor) -> Any:
@@ -110,17 +120,18 @@ def rebuilt_batchnorm_silu_outputs() -> Iterator[None]:
     def unpack(packed: Any) -> torch.Tensor:
         return packed() if isinstance(packed, _Rebuild | _RebuildProduct) else packed
 
-    token = _outputs.set(outputs)
+    token, silu_token = _outputs.set(outputs), _rebuild_silu.set(which == "all")
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
             yield
     finally:
         _outputs.reset(token)
+        _rebuild_silu.reset(silu_token)
 
 
 def _register(output: torch.Tensor, recipe: type[_Recipe]) -> torch.Tensor:
     outputs = _outputs.get()
-    if outputs is not None:
+    if outputs is not None and (recipe is _RebuildProduct or _rebuild_silu.get()):
         key = id(output)
         outputs[key] = (weakref.ref(output, lambda _: outputs.pop(key, None)), recipe(output.grad_fn))
     return output
@@ -150,7 +161,7 @@ def _keeps_both_factors(node: Any) -> bool:
 def fuse_batchnorm_silu(model: nn.Module) -> None:
     """Make every timm ``BatchNormAct2d`` with SiLU in ``model`` use the lean backward in fp32 training.
 
-    Also lets its squeeze-excitation products be rebuilt (``rebuilt_batchnorm_silu_outputs``).
+    Also lets its squeeze-excitation products be rebuilt (``rebuilt_activations``).
     """
     for module in model.modules():
         if (

@@ -10,7 +10,7 @@ from timm.layers import BatchNormAct2d
 from timm.models._efficientnet_blocks import SqueezeExcite
 from torch import nn
 
-from minetrain.models.fused import fuse_batchnorm_silu, rebuilt_batchnorm_silu_outputs
+from minetrain.models.fused import fuse_batchnorm_silu, rebuilt_activations
 
 
 def _pair() -> tuple[nn.Module, nn.Module]:
@@ -68,7 +68,7 @@ def test_outputs_rebuilt_in_backward_are_not_kept_and_give_the_same_gradients() 
     assert outputs.pop()() is not None, "without rebuilding, the next conv keeps the layer's output"
     del kept
     x_lean = x.clone().requires_grad_()
-    with rebuilt_batchnorm_silu_outputs():
+    with rebuilt_activations("all"):
         y_lean = lean(x_lean)
     assert outputs.pop()() is None, "the graph is alive but the layer's output is not kept"
     (y_lean * torch.linspace(-1, 1, y_lean.numel()).view_as(y_lean)).sum().backward()
@@ -93,7 +93,7 @@ def test_squeeze_excitation_products_are_rebuilt_and_give_the_same_gradients() -
     x = torch.randn(2, 4, 5, 5)
     y, gx, grads = _step(plain, x)
     x_lean = x.clone().requires_grad_()
-    with rebuilt_batchnorm_silu_outputs():
+    with rebuilt_activations("products"):
         y_lean = lean(x_lean)
     assert products.pop()() is None, "the product is rebuilt for the last conv's backward, not kept"
     (y_lean * torch.linspace(-1, 1, y_lean.numel()).view_as(y_lean)).sum().backward()
