@@ -54,6 +54,8 @@ def test_invalid_configuration():
         RocketPolicy(**{**TINY, "num_heads": 3})
     with pytest.raises(ConfigError, match="not a timm model"):
         RocketPolicy(**{**TINY, "backbone": "no_such_net"})
+    with pytest.raises(ConfigError, match="rebuild_activations='some'; expected one of none, products, all"):
+        RocketPolicy(**TINY, rebuild_activations="some")
 
 
 def test_missing_segment_means_unconditioned(tiny_policy):
