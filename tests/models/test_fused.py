@@ -57,25 +57,37 @@ def test_eval_and_no_grad_use_timm_forward() -> None:
         torch.testing.assert_close(lean(x), plain(x))
 
 
+def _rebuilt_step(model: nn.Module, x: torch.Tensor, which: str, watched: nn.Module) -> tuple[bool, tuple]:
+    """``_step`` inside ``rebuilt_activations(which)``, and whether autograd kept ``watched``'s output."""
+    refs = []
+    handle = watched.register_forward_hook(lambda module, args, out: refs.append(weakref.ref(out)))
+    x = x.clone().requires_grad_()
+    with rebuilt_activations(which):
+        y = model(x)
+    handle.remove()
+    kept = refs[0]() is not None
+    (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+    return kept, (y.detach(), x.grad, {name: p.grad for name, p in model.named_parameters()})
+
+
+def _assert_same_step(step: tuple, expected: tuple) -> None:
+    (y, gx, grads), (y_ref, gx_ref, grads_ref) = step, expected
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-6)
+    for name, grad in grads_ref.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_outputs_rebuilt_in_backward_are_not_kept_and_give_the_same_gradients() -> None:
     plain, lean = _pair()
     x = torch.randn(3, 4, 9, 9).contiguous(memory_format=torch.channels_last)
-    outputs = []
-    lean[1].register_forward_hook(lambda module, args, out: outputs.append(weakref.ref(out)))
-
-    y, gx, grads = _step(plain, x)
-    kept = lean(x.clone().requires_grad_())
-    assert outputs.pop()() is not None, "without rebuilding, the next conv keeps the layer's output"
-    del kept
-    x_lean = x.clone().requires_grad_()
-    with rebuilt_activations("all"):
-        y_lean = lean(x_lean)
-    assert outputs.pop()() is None, "the graph is alive but the layer's output is not kept"
-    (y_lean * torch.linspace(-1, 1, y_lean.numel()).view_as(y_lean)).sum().backward()
-    torch.testing.assert_close(y_lean.detach(), y)
-    torch.testing.assert_close(x_lean.grad, gx, rtol=1e-4, atol=1e-6)
-    for name, param in lean.named_parameters():
-        torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    expected = _step(plain, x)
+    kept, _ = _rebuilt_step(lean, x, "none", lean[1])
+    assert kept, "without rebuilding, the next conv keeps the layer's output"
+    lean.zero_grad(set_to_none=True)
+    kept, step = _rebuilt_step(lean, x, "all", lean[1])
+    assert not kept, "the graph was alive but the layer's output was not kept"
+    _assert_same_step(step, expected)
 
 
 def test_squeeze_excitation_products_are_rebuilt_and_give_the_same_gradients() -> None:
@@ -88,16 +100,7 @@ def test_squeeze_excitation_products_are_rebuilt_and_give_the_same_gradients() -
     )
     lean = copy.deepcopy(plain)
     fuse_batchnorm_silu(lean)
-    products = []
-    lean[2].register_forward_hook(lambda module, args, out: products.append(weakref.ref(out)))
     x = torch.randn(2, 4, 5, 5)
-    y, gx, grads = _step(plain, x)
-    x_lean = x.clone().requires_grad_()
-    with rebuilt_activations("products"):
-        y_lean = lean(x_lean)
-    assert products.pop()() is None, "the product is rebuilt for the last conv's backward, not kept"
-    (y_lean * torch.linspace(-1, 1, y_lean.numel()).view_as(y_lean)).sum().backward()
-    torch.testing.assert_close(y_lean.detach(), y)
-    torch.testing.assert_close(x_lean.grad, gx, rtol=1e-4, atol=1e-6)
-    for name, param in lean.named_parameters():
-        torch.testing.assert_close(param.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    kept, step = _rebuilt_step(lean, x, "products", lean[2])
+    assert not kept, "the product is rebuilt for the last conv's backward, not kept"
+    _assert_same_step(step, _step(plain, x))
