@@ -71,8 +71,6 @@ def collate_windows(items: Sequence[Any] | dict[str, Any]) -> Any:
 
 
 def _stack_windows(items: Sequence[Any]) -> Any:
-    if isinstance(items, dict):
-        return items
     first = items[0]
     if isinstance(first, dict):
         return {key: _stack_windows([item[key] for item in items]) for key in first}
