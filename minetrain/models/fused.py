@@ -118,7 +118,7 @@ def rebuilt_activations(which: str = "all") -> Iterator[None]:
         return entry[1] if entry is not None and entry[0]() is tensor else tensor
 
     def unpack(packed: Any) -> torch.Tensor:
-        return packed() if isinstance(packed, _Rebuild | _RebuildProduct) else packed
+        return packed() if isinstance(packed, _Recipe) else packed
 
     token, silu_token = _outputs.set(outputs), _rebuild_silu.set(which == "all")
     try:
