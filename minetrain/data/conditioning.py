@@ -102,7 +102,7 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
     except (AttributeError, ValueError):
         numbers = None
     if numbers is None or numbers.size % 2:
-        return _sample(rle_decode(rle), positions, row_of, width)
+        return _rows(rle_decode(rle).reshape(-1)[positions], row_of, width)
     starts = numbers[0::2] - 1
     ends = starts + numbers[1::2]
     total = MASK_SHAPE[0] * MASK_SHAPE[1]
@@ -113,19 +113,19 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
         and bool(np.all(starts[1:] >= ends[:-1]))
     )
     if not ordered:
-        return _sample(rle_decode(rle), positions, row_of, width)
+        return _rows(rle_decode(rle).reshape(-1)[positions], row_of, width)
     bounds = np.empty(2 * starts.size + 2, dtype=np.int64)
     bounds[0], bounds[-1] = 0, positions.size
     bounds[1:-1:2] = np.searchsorted(positions, starts)
     bounds[2:-1:2] = np.searchsorted(positions, ends)
     values = np.zeros(bounds.size - 1, dtype=np.uint8)
     values[1::2] = 1
-    rows = np.repeat(values, np.diff(bounds)).reshape(-1, width)
-    return rows if row_of is None else rows[row_of]
+    return _rows(np.repeat(values, np.diff(bounds)), row_of, width)
 
 
-def _sample(mask: np.ndarray, positions: np.ndarray, row_of: np.ndarray | None, width: int) -> np.ndarray:
-    rows = mask.reshape(-1)[positions].reshape(-1, width)
+def _rows(sampled: np.ndarray, row_of: np.ndarray | None, width: int) -> np.ndarray:
+    """The sampled pixels of the distinct source rows as the output rows (repeated when upsampling)."""
+    rows = sampled.reshape(-1, width)
     return rows if row_of is None else rows[row_of]
 
 

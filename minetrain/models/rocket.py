@@ -161,7 +161,8 @@ class RocketPolicy(nn.Module):
         x = torch.addcmul(self.pixel_shift, stack, self.pixel_scale).permute(0, 3, 1, 2)
         inference = not (self.training or torch.is_grad_enabled())
         backbone = self._folded_backbone.get(self.backbone) if inference else self.backbone
-        with rebuilt_activations(self.rebuild_activations):
+        # Nothing is kept for backward without autograd: no hooks on the inference path.
+        with rebuilt_activations(self.rebuild_activations if torch.is_grad_enabled() else "none"):
             features = backbone(x)[-1]
         x = self.updim(features)
         return self.pooling(x.flatten(2).transpose(1, 2)).mean(dim=1)
