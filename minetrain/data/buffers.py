@@ -6,7 +6,9 @@ tensor of a batch goes into a new shared-memory file, whose descriptor reaches t
 through a socket handshake, and the main process maps it anew.
 
 * ``BufferPool`` (``num_workers=0``): a batch's buffers are reused once every tensor, view and
-  numpy array of the batch is gone; the storage's reference count says so exactly.
+  numpy array of the batch is gone; the storage's reference count says so exactly. They are
+  asked for transparent huge pages (``private_uint8``), which makes writing frames into them
+  about three times cheaper than into torch's 4 KB pages.
 * ``BatchRing`` (``num_workers > 0``): before its workers start, the loader allocates a few
   shared-memory batch slots per worker. A worker decodes into a free slot of its own and sends
   where the tensor lies in the slot instead of the tensor; small fields travel by value inside
@@ -22,6 +24,7 @@ DELIVERED (the main process unpickles a batch of it) -> FREE (the main process d
 from __future__ import annotations
 
 import math
+import mmap
 import threading
 import uuid
 import weakref
@@ -34,6 +37,8 @@ import torch
 from minetrain.errors import DataError
 
 FREE, FILLING, DELIVERED = 0, 1, 2
+# The x86-64 and arm64 transparent huge page: smaller buffers gain nothing from asking for them.
+HUGE_PAGE = 2 << 20
 
 _RINGS: weakref.WeakValueDictionary[str, BatchRing] = weakref.WeakValueDictionary()
 
@@ -46,9 +51,30 @@ def unreferenced(tensor: torch.Tensor) -> bool:
 
 def shared_uint8(shape: tuple[int, ...]) -> torch.Tensor:
     """An uninitialised uint8 tensor in shared memory; its pages are allocated when first written."""
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))
-    # set_ with the shape directly: a view of a set_ tensor would hold one more reference, for good.
+    return _uint8_on(torch.UntypedStorage._new_shared(math.prod(shape)), shape)
+
+
+def _uint8_on(storage: torch.UntypedStorage, shape: tuple[int, ...]) -> torch.Tensor:
+    # set_ with the shape directly: a view of the tensor would hold one more reference, for good,
+    # and ``unreferenced`` would never see the buffer free again.
     return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
+
+
+def private_uint8(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor of this process, in transparent huge pages where the OS allows.
+
+    Frames are written into a batch 150 KB at a time across hundreds of MB: with 4 KB pages every
+    page is a TLB miss. On the 2-core VM of bench_loader, copying 128 decoded 224x224 frames into
+    the batch took 8-15 ms in torch's memory and 1-5 ms in huge pages (the decoding itself, 45 ms).
+    Linux honours the advice when ``transparent_hugepage/enabled`` is ``madvise`` or ``always``.
+    """
+    size = math.prod(shape)
+    if size < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(shape, dtype=torch.uint8)
+    # Private, not shared: Linux gives shared memory huge pages only if shmem_enabled says so.
+    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    region.madvise(mmap.MADV_HUGEPAGE)
+    return _uint8_on(torch.frombuffer(region, dtype=torch.uint8).untyped_storage(), shape)
 
 
 class BufferPool:
@@ -64,7 +90,7 @@ class BufferPool:
         for tensor in pool:
             if unreferenced(tensor):
                 return tensor
-        tensor = torch.empty(shape, dtype=torch.uint8)
+        tensor = private_uint8(shape)
         if len(pool) < self.size:
             pool.append(tensor)
         return tensor

@@ -93,34 +93,37 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
     """Decode a 360x640 RLE mask straight to ``size`` = (width, height), nearest neighbour.
 
     Sorted, disjoint runs (what every writer produces) are resolved by counting the sampled pixels
-    each run covers, without materialising the full mask; other RLEs take the general decoder.
+    each run covers, without materialising the full mask; other RLEs take the general decoder,
+    which also reports malformed ones. Real segmentation changes every frame, so this runs about
+    once per frame of a window: it is kept to a handful of numpy calls.
     """
     width, height = size
     positions, row_of = _sample_grid(height, width)
     try:
-        numbers = np.array(rle.split(), dtype=np.int64)
-    except (AttributeError, ValueError):
-        numbers = None
-    if numbers is None or numbers.size % 2:
+        # Strict since numpy 2.3: anything but whitespace-separated integers raises ValueError.
+        edges = np.fromstring(rle, dtype=np.int64, sep=" ")
+    except (TypeError, ValueError):
+        edges = None
+    # "start length" pairs (1-based) -> run edges [start, end) (0-based), in place.
+    if edges is not None and edges.size % 2 == 0:
+        edges[0::2] -= 1
+        edges[1::2] += edges[0::2]
+    # Sorted disjoint runs inside the mask are exactly non-decreasing edges in [0, total]; an
+    # overflowing length makes an edge negative or out of order, so it fails here too.
+    if (
+        edges is None
+        or edges.size % 2
+        or (edges.size and (edges[0] < 0 or edges[-1] > MASK_SHAPE[0] * MASK_SHAPE[1]))
+        or bool(np.any(edges[1:] < edges[:-1]))
+    ):
         return _rows(rle_decode(rle).reshape(-1)[positions], row_of, width)
-    starts = numbers[0::2] - 1
-    ends = starts + numbers[1::2]
-    total = MASK_SHAPE[0] * MASK_SHAPE[1]
-    ordered = starts.size == 0 or (
-        starts[0] >= 0
-        and ends[-1] <= total
-        and bool(np.all(numbers[1::2] >= 0))
-        and bool(np.all(starts[1:] >= ends[:-1]))
-    )
-    if not ordered:
-        return _rows(rle_decode(rle).reshape(-1)[positions], row_of, width)
-    bounds = np.empty(2 * starts.size + 2, dtype=np.int64)
+    # Sampled pixels between consecutive edges alternate outside / inside a run.
+    bounds = np.empty(edges.size + 2, dtype=np.int64)
     bounds[0], bounds[-1] = 0, positions.size
-    bounds[1:-1:2] = np.searchsorted(positions, starts)
-    bounds[2:-1:2] = np.searchsorted(positions, ends)
-    values = np.zeros(bounds.size - 1, dtype=np.uint8)
-    values[1::2] = 1
-    return _rows(np.repeat(values, np.diff(bounds)), row_of, width)
+    bounds[1:-1] = np.searchsorted(positions, edges)
+    inside = np.zeros(bounds.size - 1, dtype=np.uint8)
+    inside[1::2] = 1
+    return _rows(np.repeat(inside, bounds[1:] - bounds[:-1]), row_of, width)
 
 
 def _rows(sampled: np.ndarray, row_of: np.ndarray | None, width: int) -> np.ndarray:

@@ -38,9 +38,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from minetrain.data.dataset import RawDataset
+from minetrain.data.dataset import RawDataset, WindowSpan
 from minetrain.data.events import Occurrences, cap_per_event, dedupe_nearby, query_events
-from minetrain.errors import ConfigError, DataError
+from minetrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,6 @@ def reaches_episode(start: np.ndarray, win_len: int, skip_frame: int, length: np
     """Whether any kept frame ``start + i * skip_frame`` (i < win_len) lies in [0, length)."""
     first_inside = start + -(-np.maximum(0, -start) // skip_frame) * skip_frame
     return (first_inside <= start + (win_len - 1) * skip_frame) & (first_inside < length)
-
-
-def _shift_right(value: Any, steps: int) -> Any:
-    """Move the right padding of a window to its front, ``steps`` frames, on every per-frame field."""
-    if isinstance(value, np.ndarray):
-        return np.roll(value, steps, axis=0)
-    if isinstance(value, dict):
-        return {key: _shift_right(v, steps) for key, v in value.items()}
-    if isinstance(value, list):
-        return value[-steps:] + value[:-steps]
-    return value
 
 
 class EventDataset(RawDataset):
@@ -179,29 +168,15 @@ class EventDataset(RawDataset):
         position, _ = self.locate(int(index))
         return self.episodes[position], self.event_names[self.item_event[index]], int(self.item_frame[index])
 
-    def _window(self, index: int, image: np.ndarray, obj_mask: np.ndarray | None) -> dict[str, Any]:
-        """Read item ``index`` into ``image`` and ``obj_mask``; return its other fields and its event."""
+    def _span(self, index: int) -> WindowSpan:
         episode, event, frame = self.item_info(index)
         k = self.skip_frame
         start = window_start(frame, self.win_len, k, self.bias)
         padding = -(-max(0, -start) // k)
         stop = min(start + self.win_len * k, self.store.episodes[episode])
-        try:
-            fields = self._read_window(index, episode, start + padding * k, stop, image, obj_mask)
-        except DataError as exc:
-            if self.on_error == "raise":
-                raise
-            log.warning("skipping the %s window of episode %s at frame %d: %s", event, episode, frame, exc)
-            image[:] = 0
-            if obj_mask is not None:
-                obj_mask[:] = 0
-            fields = self._padding(episode)
-        else:
-            if padding:
-                image[:] = np.roll(image, padding, axis=0)
-                if obj_mask is not None:
-                    obj_mask[:] = np.roll(obj_mask, padding, axis=0)
-                fields = _shift_right(fields, padding)
-        fields["event"] = event
-        fields["text"] = event.replace("minecraft.", "")
-        return fields
+        name = f"the {event} window of episode {episode} at frame {frame}"
+        return WindowSpan(index, episode, start + padding * k, stop, padding, name)
+
+    def _item_fields(self, span: WindowSpan) -> dict[str, Any]:
+        event = self.event_names[self.item_event[span.index]]
+        return {"event": event, "text": event.replace("minecraft.", "")}

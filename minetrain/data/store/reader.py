@@ -168,16 +168,20 @@ class TrajectoryStore:
 
     def raw_chunk(self, episode: str, modality: str, chunk_start: int) -> bytes:
         """The stored bytes of one chunk (an MP4 for images, a pickle otherwise)."""
+        return self.raw_chunks(episode, modality, [chunk_start])[0]
+
+    def raw_chunks(self, episode: str, modality: str, chunk_starts: Sequence[int]) -> list[bytes]:
+        """The stored bytes of several chunks of one episode, read in one transaction."""
         location = self.locate(episode, modality)
-        key = layout.chunk_key(location.episode_idx, chunk_start)
         with reader_env(location.part).begin(buffers=False) as txn:
-            data = txn.get(key)
-        if data is None:
-            raise DataError(
-                f"{location.describe(episode, chunk_start)}: chunk is missing; "
-                "run `minetrain data verify` and re-convert this episode"
-            )
-        return data
+            chunks = [txn.get(layout.chunk_key(location.episode_idx, start)) for start in chunk_starts]
+        for start, data in zip(chunk_starts, chunks, strict=True):
+            if data is None:
+                raise DataError(
+                    f"{location.describe(episode, start)}: chunk is missing; "
+                    "run `minetrain data verify` and re-convert this episode"
+                )
+        return chunks
 
     def image_resolution(self) -> tuple[int, int] | None:
         """(height, width) of the stored frames, from the first image chunk; None without images."""
@@ -214,9 +218,11 @@ class TrajectoryStore:
         if modality == "image":
             return self._read_image(episode, location, start, stop, size, out)
         pieces = []
-        for chunk_start in range(first, stop, size_c):
+        chunk_starts = range(first, stop, size_c)
+        chunks = self.raw_chunks(episode, modality, chunk_starts)
+        for chunk_start, data in zip(chunk_starts, chunks, strict=True):
             expected = min(size_c, location.num_frames - chunk_start)
-            value = self._load_pickled(episode, location, chunk_start)
+            value = self._unpickle(episode, location, chunk_start, data)
             lo, hi = max(start - chunk_start, 0), min(stop - chunk_start, expected)
             pieces.append(self._slice_pickled(episode, location, chunk_start, value, expected, lo, hi))
         if modality == "action":
@@ -229,8 +235,8 @@ class TrajectoryStore:
             return {key: np.concatenate([piece[key] for piece in pieces]) for key in keys}
         return [frame for piece in pieces for frame in piece]
 
-    def _load_pickled(self, episode: str, location: EpisodeLocation, chunk_start: int) -> Any:
-        data = self.raw_chunk(episode, location.modality, chunk_start)
+    @staticmethod
+    def _unpickle(episode: str, location: EpisodeLocation, chunk_start: int, data: bytes) -> Any:
         try:
             return loads_chunk(data)
         except Exception as exc:
@@ -266,9 +272,12 @@ class TrajectoryStore:
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         size_c = location.chunk_size
-        for chunk_start in range(start - start % size_c, stop, size_c):
+        chunk_starts = range(start - start % size_c, stop, size_c)
+        # Every chunk is read before any is decoded: a decode evicts LMDB's and Python's working
+        # set from the CPU caches, and a read right after one took 10x as long as the next read.
+        chunks = self.raw_chunks(episode, "image", chunk_starts)
+        for chunk_start, data in zip(chunk_starts, chunks, strict=True):
             expected = min(size_c, location.num_frames - chunk_start)
-            data = self.raw_chunk(episode, "image", chunk_start)
             lo, hi = max(start - chunk_start, 0), min(stop - chunk_start, expected)
             decoded = 0
             try:
