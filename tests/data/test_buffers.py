@@ -4,7 +4,17 @@ from multiprocessing.reduction import ForkingPickler
 import torch
 import torch.multiprocessing  # registers torch's tensor pickling with ForkingPickler)
 
-from minetrain.data.buffers import DELIVERED, FILLING, FREE, BatchRing, shared_uint8, unreferenced
+from minetrain.data.buffers import (
+    DELIVERED,
+    FILLING,
+    FREE,
+    HUGE_PAGE,
+    BatchRing,
+    BufferPool,
+    private_uint8,
+    shared_uint8,
+    unreferenced,
+)
 
 
 def test_shared_buffers_count_their_views_and_arrays():
@@ -18,6 +28,34 @@ def test_shared_buffers_count_their_views_and_arrays():
     assert not unreferenced(buffer)
     del array
     assert unreferenced(buffer)
+
+
+def test_private_buffers_past_a_huge_page_hold_data_count_views_and_pickle_as_copies():
+    shape = (3, HUGE_PAGE // 1000, 1000)
+    buffer = private_uint8(shape)
+    assert buffer.shape == shape and buffer.dtype == torch.uint8 and buffer.is_contiguous()
+    assert not buffer.is_shared() and unreferenced(buffer)
+    buffer.fill_(5)
+    buffer[2, -1, -1] = 9
+    row = buffer[2]
+    assert not unreferenced(buffer)
+    del row
+    assert unreferenced(buffer)
+    copy = pickle.loads(pickle.dumps(buffer[2]))
+    assert copy.shape == shape[1:] and int(copy[-1, -1]) == 9 and int(copy[0, 0]) == 5
+
+
+def test_the_pool_hands_out_a_buffer_again_only_once_it_is_dropped():
+    pool = BufferPool(size=2)
+    shape = (2, HUGE_PAGE)
+    first = pool.take(shape)
+    array = first.numpy()
+    address = first.data_ptr()
+    del first
+    second = pool.take(shape)
+    assert second.data_ptr() != address  # the numpy array still holds the first one
+    del array, second
+    assert pool.take(shape).data_ptr() == address
 
 
 def test_a_packed_batch_unpickles_as_views_of_the_ring_and_returns_its_slot():

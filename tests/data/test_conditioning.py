@@ -84,6 +84,20 @@ def test_unsorted_rle_takes_the_general_decoder():
         decode_mask("1 2 3", (64, 36))
 
 
+@pytest.mark.parametrize(
+    "rle",
+    ["1 2x", "1 2.5", "1,2", "0 4", "230400 2", "1 99999999999999999999", "99999999999999999999 1", "5 -2"],
+)
+def test_malformed_or_outside_rle_is_a_data_error_not_a_partial_mask(rle):
+    with pytest.raises(DataError, match="RLE mask"):
+        decode_mask(rle, (64, 36))
+
+
+def test_adjacent_runs_and_a_run_to_the_last_pixel_decode_like_the_full_mask():
+    rle = "1 5 6 5 230391 10"
+    assert np.array_equal(decode_mask(rle, (640, 360)), rle_decode(rle))
+
+
 def test_condition_window_outputs_and_stride():
     rle = box_rle(0, 0, 180, 320)
     frames = [{A: value(2, rle, frame_id=t)} if t % 2 else {} for t in range(7)]

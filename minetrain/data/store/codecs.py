@@ -124,7 +124,7 @@ def rle_decode(rle: str, shape: tuple[int, int] = MASK_SHAPE) -> np.ndarray:
     total = int(shape[0]) * int(shape[1])
     try:
         numbers = np.array(rle.split(), dtype=np.int64)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, OverflowError):
         raise DataError(
             f"RLE mask {str(rle)[:40]!r} is not a string of integers; re-convert the segmentation"
         ) from None
