@@ -64,8 +64,9 @@ def private_uint8(shape: tuple[int, ...]) -> torch.Tensor:
     """An uninitialised uint8 tensor of this process, in transparent huge pages where the OS allows.
 
     Frames are written into a batch 150 KB at a time across hundreds of MB: with 4 KB pages every
-    page is a TLB miss. On the 2-core VM of bench_loader, copying 128 decoded 224x224 frames into
-    the batch took 8-15 ms in torch's memory and 1-5 ms in huge pages (the decoding itself, 45 ms).
+    page is a TLB miss, and on a virtual machine the host may also map each page again after the
+    buffer sat idle. On the 2-core VM of bench_loader, copying 128 decoded 224x224 frames into the
+    batch took 8-15 ms in torch's memory and 1-6 ms in huge pages (the decoding itself, 45 ms).
     Linux honours the advice when ``transparent_hugepage/enabled`` is ``madvise`` or ``always``.
     """
     size = math.prod(shape)

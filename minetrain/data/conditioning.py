@@ -104,26 +104,22 @@ def decode_mask(rle: str, size: tuple[int, int]) -> np.ndarray:
         edges = np.fromstring(rle, dtype=np.int64, sep=" ")
     except (TypeError, ValueError):
         edges = None
-    # "start length" pairs (1-based) -> run edges [start, end) (0-based), in place.
     if edges is not None and edges.size % 2 == 0:
+        # "start length" pairs (1-based) -> run edges [start, end) (0-based), in place.
         edges[0::2] -= 1
         edges[1::2] += edges[0::2]
-    # Sorted disjoint runs inside the mask are exactly non-decreasing edges in [0, total]; an
-    # overflowing length makes an edge negative or out of order, so it fails here too.
-    if (
-        edges is None
-        or edges.size % 2
-        or (edges.size and (edges[0] < 0 or edges[-1] > MASK_SHAPE[0] * MASK_SHAPE[1]))
-        or bool(np.any(edges[1:] < edges[:-1]))
-    ):
-        return _rows(rle_decode(rle).reshape(-1)[positions], row_of, width)
-    # Sampled pixels between consecutive edges alternate outside / inside a run.
-    bounds = np.empty(edges.size + 2, dtype=np.int64)
-    bounds[0], bounds[-1] = 0, positions.size
-    bounds[1:-1] = np.searchsorted(positions, edges)
-    inside = np.zeros(bounds.size - 1, dtype=np.uint8)
-    inside[1::2] = 1
-    return _rows(np.repeat(inside, bounds[1:] - bounds[:-1]), row_of, width)
+        # Sorted disjoint runs inside the mask are exactly non-decreasing edges in [0, total]; an
+        # overflowing length makes an edge negative or out of order, so it fails here too.
+        total = MASK_SHAPE[0] * MASK_SHAPE[1]
+        if edges.size == 0 or (edges[0] >= 0 and edges[-1] <= total and not np.any(edges[1:] < edges[:-1])):
+            # Sampled pixels between consecutive edges alternate outside / inside a run.
+            bounds = np.empty(edges.size + 2, dtype=np.int64)
+            bounds[0], bounds[-1] = 0, positions.size
+            bounds[1:-1] = np.searchsorted(positions, edges)
+            inside = np.zeros(bounds.size - 1, dtype=np.uint8)
+            inside[1::2] = 1
+            return _rows(np.repeat(inside, bounds[1:] - bounds[:-1]), row_of, width)
+    return _rows(rle_decode(rle).reshape(-1)[positions], row_of, width)
 
 
 def _rows(sampled: np.ndarray, row_of: np.ndarray | None, width: int) -> np.ndarray:
