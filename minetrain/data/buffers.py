@@ -86,14 +86,20 @@ class BufferPool:
         self._pools: dict[tuple[int, ...], list[torch.Tensor]] = {}
 
     def take(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """An uninitialised uint8 tensor of ``shape``."""
+        """An uninitialised uint8 tensor of ``shape``.
+
+        Always a new tensor object on a pooled storage, never the pool's own: a consumer holding
+        the very tensor the pool holds would not show in the storage's reference count, and its
+        batch would be overwritten by the next one.
+        """
         pool = self._pools.setdefault(shape, [])
         for tensor in pool:
             if unreferenced(tensor):
-                return tensor
+                return _uint8_on(tensor.untyped_storage(), shape)
         tensor = private_uint8(shape)
         if len(pool) < self.size:
             pool.append(tensor)
+            return _uint8_on(tensor.untyped_storage(), shape)
         return tensor
 
     def __getstate__(self) -> dict[str, Any]:

@@ -158,7 +158,8 @@ class RawDataset(Dataset):
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch)
+        # Read through numpy: int() of a tensor is a torch op, slow on cold code paths.
+        return int(self._epoch.numpy())
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch that seeds relabelling and dropout (with the seed and item index)."""

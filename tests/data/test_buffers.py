@@ -55,6 +55,10 @@ def test_the_pool_hands_out_a_buffer_again_only_once_it_is_dropped():
     second = pool.take(shape)
     assert second.data_ptr() != address  # the numpy array still holds the first one
     del array, second
+    held = pool.take(shape)  # the consumer keeps the tensor it was given, and nothing else
+    assert held.data_ptr() == address
+    assert pool.take(shape).data_ptr() != address
+    del held
     assert pool.take(shape).data_ptr() == address
 
 

@@ -209,3 +209,17 @@ def test_worker_batches_the_consumer_keeps_are_never_overwritten(dataset_dir):
     kept = list(loader)
     assert [signature(batch) for batch in kept] == expected
     assert int(loader.batch_ring.fallbacks.sum()) > 0, "more batches than slots: fresh memory took over"
+
+
+def test_in_process_batches_reuse_the_memory_of_dropped_batches_only(dataset_dir):
+    loader = make_module(dataset_dir, workers=0).train_dataloader()
+    expected = [signature(batch) for batch in loader]
+    iterator = iter(loader)
+    batch = next(iterator)
+    first = batch["image"].untyped_storage().data_ptr()
+    del batch
+    # Nothing in the loader holds a batch it yielded: the consumer dropped it, so it is reused.
+    assert next(iterator)["image"].untyped_storage().data_ptr() == first
+    kept = list(loader)
+    assert [signature(batch) for batch in kept] == expected
+    assert len({batch["image"].untyped_storage().data_ptr() for batch in kept}) == len(kept)
