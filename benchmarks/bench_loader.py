@@ -4,7 +4,9 @@ The bound is single-threaded PyAV decoding (with RGB conversion at 224x224) of e
 chunks the train split holds, measured in the same run; the loader figures use the seed's data
 block (224x224, win_len 128, segmentation on, episode-continuous batches), in the steady state of
 a second epoch (``loader_rate``). Targets on a 2-core machine: >= 85% of the bound with
-num_workers=0 and >= 1.6x the num_workers=0 figure with 2.
+num_workers=0 and >= 1.6x the num_workers=0 figure with 2. A third figure, ``batch_floor``, is
+reading the same chunks and decoding them into batch memory and nothing else: the part of the gap
+to the bound that any loader pays on this machine, whatever it does besides.
 
 Two synthetic datasets by default: the plain one (flat colours, which decode ~5x faster than
 gameplay) and one with pixel noise that decodes at about the speed of real 224x224 chunks.
@@ -23,6 +25,7 @@ from pathlib import Path
 from common import SIZE, ensure_dataset
 
 from minetrain.data import MineDataModule
+from minetrain.data.buffers import private_uint8
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import iter_video_frames
 
@@ -51,6 +54,30 @@ def decode_bound(path: Path, episodes: list[str], processes: int = 1) -> float:
     return sum(frames for frames, _ in results) / max(seconds for _, seconds in results)
 
 
+def batch_floor(path: Path, episodes: list[str], batch_size: int) -> float:
+    """Frames/s of the work no loader can skip: read each window's chunks, decode them into batch memory.
+
+    Windows of ``WIN_LEN`` frames, ``batch_size`` to a batch, each batch written into the older of
+    two batch-sized buffers (a consumer holds the newer one, as Lightning's prefetcher does), in
+    the second of two passes like ``loader_rate``. No masks, actions or conditioning. Next to the
+    decode-only bound it shows what reading chunks and writing frames into memory last touched a
+    batch ago cost on this machine; next to the loader, what the loader adds beyond that.
+    """
+    store = TrajectoryStore([path], modalities=("image",))
+    windows = [(e, s) for e in episodes for s in range(0, store.episodes[e], WIN_LEN)]
+    buffers = [private_uint8((batch_size, WIN_LEN, SIZE, SIZE, 3)).numpy() for _ in range(2)]
+    for _ in range(2):  # the first pass faults the buffers in
+        start, frames = time.perf_counter(), 0
+        for number, first in enumerate(range(0, len(windows), batch_size)):
+            batch = buffers[number % 2]
+            for row, (episode, window_start) in enumerate(windows[first : first + batch_size]):
+                stop = min(window_start + WIN_LEN, store.episodes[episode])
+                out = batch[row, : stop - window_start]
+                store.read(episode, "image", window_start, stop, size=(SIZE, SIZE), out=out)
+                frames += len(out)
+    return frames / (time.perf_counter() - start)
+
+
 def make_module(path: Path, batch_size: int, workers: int) -> MineDataModule:
     return MineDataModule(
         data_params=dict(
@@ -70,6 +97,11 @@ def make_module(path: Path, batch_size: int, workers: int) -> MineDataModule:
     )
 
 
+def real_frames(batch: dict) -> int:
+    # Counted with numpy on the tensor's memory, the cheapest way, so the count adds next to nothing.
+    return int(batch["mask"].numpy().sum())
+
+
 def loader_rate(path: Path, batch_size: int, workers: int) -> tuple[float, float]:
     """(frames/s of the second epoch after its first batch, frames/s of the first epoch in full).
 
@@ -84,15 +116,16 @@ def loader_rate(path: Path, batch_size: int, workers: int) -> tuple[float, float
         loader.batch_sampler.set_epoch(epoch)
         start = time.perf_counter()
         iterator = iter(loader)
-        first = int(next(iterator)["mask"].sum())
+        first = real_frames(next(iterator))
         warm = time.perf_counter()
-        steady = sum(int(batch["mask"].sum()) for batch in iterator)
+        steady = sum(real_frames(batch) for batch in iterator)
         end = time.perf_counter()
         rates.append((steady / (end - warm), (steady + first) / (end - start)))
     return rates[1][0], rates[0][1]
 
 
 def report(path: Path, rounds: int) -> None:
+    """Per dataset: the bounds, the batch-memory floor, and each loader configuration against them."""
     module = make_module(path, 1, 0)
     module.setup()
     train = module.train_dataset.episodes
@@ -101,11 +134,14 @@ def report(path: Path, rounds: int) -> None:
     ratios: dict[tuple[int, int], list[float]] = {config: [] for config in configs}
     cold: dict[tuple[int, int], list[float]] = {config: [] for config in configs}
     bounds: dict[int, list[float]] = {1: [], 2: []}
+    floors: dict[int, list[float]] = {2: [], 8: []}
     for _ in range(rounds):
         for batch_size, workers in configs:
             # The bound for as many processes as the loader uses, right before it: same machine load.
             processes = max(1, workers)
             bound = decode_bound(path, train, processes)
+            if not workers:
+                floors[batch_size].append(batch_floor(path, train, batch_size) / bound)
             steady, first_epoch = loader_rate(path, batch_size, workers)
             cold[(batch_size, workers)].append(first_epoch)
             bounds[processes].append(bound)
@@ -116,6 +152,11 @@ def report(path: Path, rounds: int) -> None:
         print(
             f"decode-only bound, {processes} process(es): median {median(values):,.0f} frames/s "
             f"(range {min(values):,.0f}-{max(values):,.0f})"
+        )
+    for batch_size, values in floors.items():
+        print(
+            f"read + decode into batch memory (no masks, actions, conditioning), batch {batch_size}: "
+            f"median {median(values):.0%} of the 1-process bound"
         )
     print(
         f"{'batch':>5} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'vs w=0':>7} {'epoch 1':>8}"
