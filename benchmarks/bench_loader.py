@@ -20,6 +20,7 @@ import argparse
 import multiprocessing
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common import SIZE, ensure_dataset
@@ -57,19 +58,18 @@ def decode_bound(path: Path, episodes: list[str], processes: int = 1) -> float:
 def batch_floor(path: Path, episodes: list[str], batch_size: int) -> float:
     """Frames/s of the work no loader can skip: read each window's chunks, decode them into batch memory.
 
-    Windows of ``WIN_LEN`` frames, ``batch_size`` to a batch, each batch written into the older of
-    two batch-sized buffers (a consumer holds the newer one, as Lightning's prefetcher does), in
-    the second of two passes like ``loader_rate``. No masks, actions or conditioning. Next to the
-    decode-only bound it shows what reading chunks and writing frames into memory last touched a
-    batch ago cost on this machine; next to the loader, what the loader adds beyond that.
+    Windows of ``WIN_LEN`` frames, ``batch_size`` to a batch, every batch written into the same
+    batch-sized buffer (the consumer has dropped the previous batch, see ``drain``), in the second
+    of two passes like ``loader_rate``. No masks, actions or conditioning. Next to the decode-only
+    bound it shows what reading chunks and writing frames into memory last touched a batch ago
+    cost on this machine; next to the loader, what the loader adds beyond that.
     """
     store = TrajectoryStore([path], modalities=("image",))
     windows = [(e, s) for e in episodes for s in range(0, store.episodes[e], WIN_LEN)]
-    buffers = [private_uint8((batch_size, WIN_LEN, SIZE, SIZE, 3)).numpy() for _ in range(2)]
-    for _ in range(2):  # the first pass faults the buffers in
+    batch = private_uint8((batch_size, WIN_LEN, SIZE, SIZE, 3)).numpy()
+    for _ in range(2):  # the first pass faults the buffer in
         start, frames = time.perf_counter(), 0
-        for number, first in enumerate(range(0, len(windows), batch_size)):
-            batch = buffers[number % 2]
+        for first in range(0, len(windows), batch_size):
             for row, (episode, window_start) in enumerate(windows[first : first + batch_size]):
                 stop = min(window_start + WIN_LEN, store.episodes[episode])
                 out = batch[row, : stop - window_start]
@@ -102,13 +102,27 @@ def real_frames(batch: dict) -> int:
     return int(batch["mask"].numpy().sum())
 
 
+def drain(iterator: Iterator[dict]) -> int:
+    """Real frames of the remaining batches, each dropped before the next is fetched.
+
+    As Lightning's fit loop consumes a DataLoader with a length: it fetches the next batch only
+    once the step is done with the last one, and holds none meanwhile (every training step of a
+    ``num_workers=0`` run gets the same batch memory back), so the loader can reuse that memory.
+    """
+    frames = 0
+    while (batch := next(iterator, None)) is not None:
+        frames += real_frames(batch)
+        del batch
+    return frames
+
+
 def loader_rate(path: Path, batch_size: int, workers: int) -> tuple[float, float]:
     """(frames/s of the second epoch after its first batch, frames/s of the first epoch in full).
 
     The second epoch is the steady state a training run lives in: batch buffers and worker slots
     are allocated and faulted in during the first (a one-off of about 2 batches; Lightning keeps
     the train DataLoader, its buffers and its persistent workers across epochs). Each batch is
-    dropped once counted, as a training step drops it.
+    dropped once counted, before the next is fetched (``drain``).
     """
     loader = make_module(path, batch_size, workers).train_dataloader()
     rates = []
@@ -118,7 +132,7 @@ def loader_rate(path: Path, batch_size: int, workers: int) -> tuple[float, float
         iterator = iter(loader)
         first = real_frames(next(iterator))
         warm = time.perf_counter()
-        steady = sum(real_frames(batch) for batch in iterator)
+        steady = drain(iterator)
         end = time.perf_counter()
         rates.append((steady / (end - warm), (steady + first) / (end - start)))
     return rates[1][0], rates[0][1]
