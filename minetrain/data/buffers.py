@@ -93,14 +93,13 @@ class BufferPool:
         batch would be overwritten by the next one.
         """
         pool = self._pools.setdefault(shape, [])
-        for tensor in pool:
-            if unreferenced(tensor):
-                return _uint8_on(tensor.untyped_storage(), shape)
-        tensor = private_uint8(shape)
-        if len(pool) < self.size:
-            pool.append(tensor)
-            return _uint8_on(tensor.untyped_storage(), shape)
-        return tensor
+        pooled = next((tensor for tensor in pool if unreferenced(tensor)), None)
+        if pooled is None:
+            pooled = private_uint8(shape)
+            if len(pool) >= self.size:
+                return pooled  # the pool is full: this one is the consumer's alone
+            pool.append(pooled)
+        return _uint8_on(pooled.untyped_storage(), shape)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"size": self.size, "_pools": {}}
