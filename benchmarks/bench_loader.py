@@ -8,7 +8,7 @@ num_workers=0 and >= 1.6x the num_workers=0 figure with 2. A third figure, ``bat
 reading the same chunks and decoding them into batch memory and nothing else: the part of the gap
 to the bound that any loader pays on this machine, whatever it does besides.
 
-Two synthetic datasets by default: the plain one (flat colours, which decode ~5x faster than
+Two synthetic datasets by default: the plain one (flat colours, which decode 3-5x faster than
 gameplay) and one with pixel noise that decodes at about the speed of real 224x224 chunks.
 Run: ``python benchmarks/bench_loader.py [--data-dir DIR] [--noise 0 8] [--rounds 3]``. The
 datasets are written once under ``--data-dir`` and reused.
@@ -148,7 +148,7 @@ def report(path: Path, rounds: int) -> None:
     ratios: dict[tuple[int, int], list[float]] = {config: [] for config in configs}
     cold: dict[tuple[int, int], list[float]] = {config: [] for config in configs}
     bounds: dict[int, list[float]] = {1: [], 2: []}
-    floors: dict[int, list[float]] = {2: [], 8: []}
+    floors: dict[int, list[float]] = {batch_size: [] for batch_size, _ in configs}
     for _ in range(rounds):
         for batch_size, workers in configs:
             # The bound for as many processes as the loader uses, right before it: same machine load.
