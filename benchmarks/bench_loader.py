@@ -5,8 +5,9 @@ chunks the train split holds, measured in the same run; the loader figures use t
 block (224x224, win_len 128, segmentation on, episode-continuous batches), in the steady state of
 a second epoch (``loader_rate``). Targets on a 2-core machine: >= 85% of the bound with
 num_workers=0 and >= 1.6x the num_workers=0 figure with 2. A third figure, ``batch_floor``, is
-reading the same chunks and decoding them into batch memory and nothing else: the part of the gap
-to the bound that any loader pays on this machine, whatever it does besides.
+reading the same chunks, decoding them into batch memory and writing the batch's condition-mask
+memory, and nothing else: the part of the gap to the bound that any loader of this batch format
+pays on this machine, whatever it does besides.
 
 Two synthetic datasets by default: the plain one (flat colours, which decode 3-5x faster than
 gameplay) and one with pixel noise that decodes at about the speed of real 224x224 chunks.
@@ -58,23 +59,29 @@ def decode_bound(path: Path, episodes: list[str], processes: int = 1) -> float:
 def batch_floor(path: Path, episodes: list[str], batch_size: int) -> float:
     """Frames/s of the work no loader can skip: read each window's chunks, decode them into batch memory.
 
-    Windows of ``WIN_LEN`` frames, ``batch_size`` to a batch, every batch written into the same
-    batch-sized buffer (the consumer has dropped the previous batch, see ``drain``), in the second
-    of two passes like ``loader_rate``. No masks, actions or conditioning. Next to the decode-only
-    bound it shows what reading chunks and writing frames into memory last touched a batch ago
-    cost on this machine; next to the loader, what the loader adds beyond that.
+    Windows of ``WIN_LEN`` frames, ``batch_size`` to a batch. As the loader does, every window's
+    frames are decoded first, then every window's condition-mask memory is written (zeros here:
+    the batch holds ``obj_mask`` whatever the masks are), into the same batch-sized buffers each
+    batch (the consumer has dropped the previous batch, see ``drain``), in the second of two passes
+    like ``loader_rate``. No actions, segmentation or conditioning are read. Next to the
+    decode-only bound it shows what reading chunks and writing a batch's frames and masks into
+    memory last touched a batch ago cost on this machine; next to the loader, what the loader adds
+    beyond that.
     """
     store = TrajectoryStore([path], modalities=("image",))
     windows = [(e, s) for e in episodes for s in range(0, store.episodes[e], WIN_LEN)]
     batch = private_uint8((batch_size, WIN_LEN, SIZE, SIZE, 3)).numpy()
-    for _ in range(2):  # the first pass faults the buffer in
+    masks = private_uint8((batch_size, WIN_LEN, SIZE, SIZE)).numpy()
+    for _ in range(2):  # the first pass faults the buffers in
         start, frames = time.perf_counter(), 0
         for first in range(0, len(windows), batch_size):
-            for row, (episode, window_start) in enumerate(windows[first : first + batch_size]):
+            rows = windows[first : first + batch_size]
+            for row, (episode, window_start) in enumerate(rows):
                 stop = min(window_start + WIN_LEN, store.episodes[episode])
                 out = batch[row, : stop - window_start]
                 store.read(episode, "image", window_start, stop, size=(SIZE, SIZE), out=out)
                 frames += len(out)
+            masks[: len(rows)] = 0
     return frames / (time.perf_counter() - start)
 
 
@@ -169,7 +176,7 @@ def report(path: Path, rounds: int) -> None:
         )
     for batch_size, values in floors.items():
         print(
-            f"read + decode into batch memory (no masks, actions, conditioning), batch {batch_size}: "
+            f"read + decode into batch memory + write mask memory (nothing else), batch {batch_size}: "
             f"median {median(values):.0%} of the 1-process bound"
         )
     print(
