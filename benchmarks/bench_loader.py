@@ -158,12 +158,15 @@ def report(path: Path, rounds: int) -> None:
     floors: dict[int, list[float]] = {batch_size: [] for batch_size, _ in configs}
     for _ in range(rounds):
         for batch_size, workers in configs:
-            # The bound for as many processes as the loader uses, right before it: same machine load.
+            # The bound for as many processes as the loader uses, measured right before and right
+            # after it and averaged: this machine's speed drifts by tens of percent within minutes.
             processes = max(1, workers)
-            bound = decode_bound(path, train, processes)
-            if not workers:
-                floors[batch_size].append(batch_floor(path, train, batch_size) / bound)
+            before = decode_bound(path, train, processes)
+            floor = batch_floor(path, train, batch_size) if not workers else None
             steady, first_epoch = loader_rate(path, batch_size, workers)
+            bound = (before + decode_bound(path, train, processes)) / 2
+            if floor is not None:
+                floors[batch_size].append(floor / bound)
             cold[(batch_size, workers)].append(first_epoch)
             bounds[processes].append(bound)
             rates[(batch_size, workers)].append(steady)
@@ -177,18 +180,20 @@ def report(path: Path, rounds: int) -> None:
     for batch_size, values in floors.items():
         print(
             f"read + decode into batch memory + write mask memory (nothing else), batch {batch_size}: "
-            f"median {median(values):.0%} of the 1-process bound"
+            f"median {median(values):.0%} of the 1-process bound (range {min(values):.0%}-{max(values):.0%})"
         )
     print(
-        f"{'batch':>5} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'vs w=0':>7} {'epoch 1':>8}"
-        f"   (medians of {rounds} rounds; workers=2 against the 2-process bound; epoch 1 = the"
-        " first epoch in full, start-up included)"
+        f"{'batch':>5} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'range':>9} "
+        f"{'vs w=0':>7} {'epoch 1':>8}"
+        f"   (medians of {rounds} rounds, range over them; workers=2 against the 2-process bound;"
+        " epoch 1 = the first epoch in full, start-up included)"
     )
     for batch_size, workers in configs:
         speedup = [w / b for w, b in zip(rates[(batch_size, workers)], rates[(batch_size, 0)], strict=True)]
+        ratio = ratios[(batch_size, workers)]
         print(
             f"{batch_size:>5} {workers:>7} {median(rates[(batch_size, workers)]):>9,.0f} "
-            f"{median(ratios[(batch_size, workers)]):>8.0%} {median(speedup):>6.2f}x "
+            f"{median(ratio):>8.0%} {f'{min(ratio):.0%}-{max(ratio):.0%}':>9} {median(speedup):>6.2f}x "
             f"{median(cold[(batch_size, workers)]):>8,.0f}"
         )
 
