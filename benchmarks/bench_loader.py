@@ -57,7 +57,7 @@ def decode_bound(path: Path, episodes: list[str], processes: int = 1) -> float:
 
 
 def batch_floor(path: Path, episodes: list[str], batch_size: int) -> float:
-    """Frames/s of the work no loader can skip: read each window's chunks, decode them into batch memory.
+    """Frames/s of the work no loader can skip: decode each window into batch memory, write its masks.
 
     Windows of ``WIN_LEN`` frames, ``batch_size`` to a batch. As the loader does, every window's
     frames are decoded first, then every window's condition-mask memory is written (zeros here:
