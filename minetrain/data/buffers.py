@@ -8,7 +8,7 @@ through a socket handshake, and the main process maps it anew.
 * ``BufferPool`` (``num_workers=0``): a batch's buffers are reused once every tensor, view and
   numpy array of the batch is gone; the storage's reference count says so exactly. They are
   asked for transparent huge pages (``private_uint8``), which makes writing frames into them
-  about three times cheaper than into torch's 4 KB pages.
+  three to four times cheaper than into torch's 4 KB pages once they sat idle for a batch.
 * ``BatchRing`` (``num_workers > 0``): before its workers start, the loader allocates a few
   shared-memory batch slots per worker. A worker decodes into a free slot of its own and sends
   where the tensor lies in the slot instead of the tensor; small fields travel by value inside
@@ -65,8 +65,9 @@ def private_uint8(shape: tuple[int, ...]) -> torch.Tensor:
 
     Frames are written into a batch 150 KB at a time across hundreds of MB: with 4 KB pages every
     page is a TLB miss, and on a virtual machine the host may also map each page again after the
-    buffer sat idle. On the 2-core VM of bench_loader, copying 128 decoded 224x224 frames into the
-    batch took 8-15 ms in torch's memory and 1-6 ms in huge pages (the decoding itself, 45 ms).
+    buffer sat idle. On the 2-core VM of bench_loader, copying 128 decoded 224x224 frames into a
+    buffer last written 0.5 s earlier (a batch of 8 windows ago) took 67-79 ms in torch's memory and
+    17-18 ms in huge pages; into one written just before, about 1 ms in either (decoding them: 55 ms).
     Linux honours the advice when ``transparent_hugepage/enabled`` is ``madvise`` or ``always``.
     """
     size = math.prod(shape)
