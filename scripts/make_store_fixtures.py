@@ -7,7 +7,7 @@ Two directions are pinned down:
   store_minetrain_reference_read.pkl.gz, what the reference's reader returns for it.
 
 Run `python scripts/make_store_fixtures.py all` in minetrain's environment; the steps that need
-the reference run in its side venv (/tmp/reference-venv, see shared/tools/reference-venv.sh).
+the reference run in its side venv (/tmp/reference-venv, see benchmarks/reference-venv.sh).
 The reference's converter needs `ray`, which its venv lacks, so `reference-write` drives the
 reference's per-modality convert callbacks and its MP4 chunk encoder directly and stores the
 chunks the way its ConvertWorker does (full chunks only, num_frames = chunks * chunk_size).
