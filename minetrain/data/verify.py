@@ -8,6 +8,7 @@ one item and the rest is still checked. Work is split per (part, episode) and ca
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 from minetrain.data.store import MODALITIES, layout
 from minetrain.data.store.codecs import decode_video, loads_chunk, rle_decode
 from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.data.workers import die_with_parent
 from minetrain.errors import DataError
 
 
@@ -186,7 +188,9 @@ def verify_datasets(
         on_plan(len(tasks))
     results: Iterator[tuple[int, list[Problem]]]
     if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(
+            max_workers=jobs, initializer=die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             results = pool.map(_verify_episode, tasks, chunksize=max(1, len(tasks) // (jobs * 8)))
             _collect(results, report, on_episode)
     else:

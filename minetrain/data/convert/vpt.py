@@ -45,6 +45,7 @@ from minetrain.data.convert.report import ConversionReport
 from minetrain.data.store import DatasetWriter, Episode, layout
 from minetrain.data.store.handles import read_part_info
 from minetrain.data.store.lock import dataset_write_lock
+from minetrain.data.workers import die_with_parent
 from minetrain.errors import ConfigError, DataError
 
 KEY_BINDINGS = {
@@ -393,7 +394,7 @@ def _convert_parallel(
     shard_size = max(1, min(MAX_EPISODES_PER_SHARD, math.ceil(len(todo) / (jobs * 4))))
     shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
     results = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {
             pool.submit(_convert_shard, str(staging / f"shard-{i}"), shard, options): (i, shard)
             for i, shard in enumerate(shards)
