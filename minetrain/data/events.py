@@ -335,9 +335,9 @@ def index_events(
     is reported in ``failed`` and left out of the index, so the next run tries it again.
     """
     dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise DataError(f"{dataset_dir}: dataset dir does not exist; check the path")
-    present = [m for m in SOURCES if layout.modality_folder(dataset_dir, m) is not None]
+    layout.check_dataset_dir(dataset_dir)
+    with layout.permission_errors():
+        present = [m for m in SOURCES if layout.modality_folder(dataset_dir, m) is not None]
     if not present:
         raise DataError(
             f"{dataset_dir}: no segmentation/ or meta_info/ folder, the modalities events come from; "

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from minetrain.data.store import layout
 from minetrain.errors import DataError
 
 LOCK_NAME = ".minetrain-write.lock"
@@ -36,7 +37,8 @@ def _holder(path: Path) -> str:
 def dataset_write_lock(dataset_dir: str | os.PathLike) -> Iterator[Path]:
     """Hold the write lock of ``dataset_dir`` (created if needed); DataError if another process has it."""
     dataset_dir = Path(dataset_dir)
-    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with layout.permission_errors():
+        dataset_dir.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(dataset_dir)
     pid, depth = _held.get(key, (0, 0))
     if pid == os.getpid():
@@ -47,7 +49,8 @@ def dataset_write_lock(dataset_dir: str | os.PathLike) -> Iterator[Path]:
             _held[key] = (pid, depth)
         return
     path = dataset_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with layout.permission_errors():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

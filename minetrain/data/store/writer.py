@@ -115,7 +115,8 @@ class DatasetWriter:
             if stale.exists():
                 logger.warning("%s: removing parts left unfinished by an interrupted run", stale)
                 shutil.rmtree(stale)
-            self._committed, self._next_part = self._scan_committed()
+            with layout.permission_errors():
+                self._committed, self._next_part = self._scan_committed()
         except BaseException:
             self._lock.close()
             raise
