@@ -124,15 +124,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from minetrain.data.synth import episode_lengths, write_synthetic_dataset
+    from minetrain.data.synth import episode_lengths, write_synthetic_episodes
 
     if args.size < 16:
         raise ConfigError(f"--size must be >= 16 so the button lamps stay visible, got {args.size}")
     lengths = episode_lengths(args.episodes, args.frames, args.seed)
-    write_synthetic_dataset(
-        args.out, size=args.size, seed=args.seed, chunk_size=args.chunk_size, lengths=lengths
+    written, skipped = write_synthetic_episodes(
+        args.out, lengths, size=args.size, seed=args.seed, chunk_size=args.chunk_size
     )
-    print(f"wrote {len(lengths)} episodes, {sum(lengths)} frames at {args.size}x{args.size} to {args.out}")
+    size = f"{args.size}x{args.size}"
+    line = f"wrote {len(written)} episodes, {sum(written.values())} frames at {size} to {args.out}"
+    if skipped:
+        line += f"; skipped {len(skipped)} already stored"
+    print(line)
     return 0
 
 
