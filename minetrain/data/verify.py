@@ -171,17 +171,18 @@ def _plan_dataset(dataset_dir: Path, report: VerifyReport, require: Sequence[str
         parts = layout.list_parts(folder)
         if not parts:
             report.problems.append(Problem(str(folder), modality, "", "", "modality folder holds no parts"))
-        names[modality] = set()
+        known = True
+        found: set[str] = set()
         for part in parts:
             report.parts += 1
             try:
                 info = read_part_info(part)
             except DataError as exc:
                 report.problems.append(Problem(str(part), modality, "", "", str(exc).split(": ", 1)[-1]))
-                names.pop(modality, None)  # its episodes are unknown: no completeness check
-                break
+                known = False
+                continue
             for ci in info.chunk_infos:
-                names[modality].add(ci["episode"])
+                found.add(ci["episode"])
                 tasks.append(
                     _Task(
                         str(part),
@@ -192,6 +193,9 @@ def _plan_dataset(dataset_dir: Path, report: VerifyReport, require: Sequence[str
                         info.chunk_size,
                     )
                 )
+        # A broken or empty folder is reported above; its episodes are unknown, not missing.
+        if known and parts:
+            names[modality] = found
     _check_complete(dataset_dir, folders, names, report, require)
     return tasks
 
