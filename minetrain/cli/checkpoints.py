@@ -11,6 +11,8 @@ checkpoint's hyperparameters when it has them, so evaluation sees the frames tra
 from __future__ import annotations
 
 import copy
+import pickle
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +57,32 @@ def _newest_checkpoint(directory: Path) -> Path | None:
     return max(found, key=lambda p: (p.stat().st_mtime, p.name), default=None)
 
 
+# How torch's legacy (non-zip) format begins: its magic number pickled with protocol 2, without STOP.
+_LEGACY_TORCH_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[:-1]
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """CheckpointError unless ``path`` is a torch checkpoint (zip or legacy) or a safetensors file.
+
+    Otherwise torch's loader fails on e.g. a PNG with advice about ``weights_only`` that the
+    command line has no option for.
+    """
+    if path.suffix == ".safetensors" or zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(len(_LEGACY_TORCH_HEAD))
+    if head != _LEGACY_TORCH_HEAD:
+        raise CheckpointError(
+            f"{path} is not a checkpoint (neither a torch .ckpt nor safetensors); give a .ckpt file, a "
+            "from_pretrained directory or a run's checkpoints directory"
+        )
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """The file or ``from_pretrained`` directory ``path`` designates (newest ``.ckpt`` of a directory)."""
     path = Path(path)
     if path.is_file():
+        _check_checkpoint_file(path)
         return path
     if not path.is_dir():
         raise CheckpointError(
@@ -105,7 +129,17 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     plain weights.
     """
     source = resolve_checkpoint(path)
-    original = load_reference_checkpoint(source).eval()
+    try:
+        original = load_reference_checkpoint(source).eval()
+    except CheckpointError as exc:
+        # The library's advice names a Python argument; give the way to use it from here instead.
+        if "weights_only=False" not in str(exc):
+            raise
+        raise CheckpointError(
+            f"{source} holds objects a weights-only load refuses; if you trust the file, convert it in "
+            f"Python: load_reference_checkpoint({str(source)!r}, weights_only=False).save_pretrained(DIR) "
+            "(from minetrain.models), then pass DIR"
+        ) from None
     loaded = LoadedCheckpoint(source=source, original=original)
     if source.is_dir():
         config = source / CONFIG_NAME

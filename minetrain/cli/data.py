@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from minetrain.cli import data_events, data_sample
+from minetrain.cli import data_episodes, data_events, data_sample
 from minetrain.cli.progress import progress_bar
 from minetrain.errors import ConfigError
 
@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify = sub.add_parser("verify", help="decode every chunk; exit 1 if any is missing or corrupt")
     verify.add_argument("dirs", nargs="+", type=Path)
     verify.add_argument("--jobs", type=_positive, default=1, help="worker processes")
+    verify.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        choices=("segmentation", "meta_info"),
+        help="a missing folder of this modality is an error, not a warning (repeatable)",
+    )
     verify.set_defaults(func=_verify)
 
     view = sub.add_parser("view", help="render an episode with masks, interaction types and actions")
@@ -111,20 +118,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     segments.add_argument("dataset", type=Path, help="dataset dir whose episodes get the annotations")
     segments.set_defaults(func=_convert_segments)
 
+    data_episodes.register(sub)
     data_events.register(sub)
     data_sample.register(sub)
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from minetrain.data.synth import episode_lengths, write_synthetic_dataset
+    from minetrain.data.synth import episode_lengths, write_synthetic_episodes
 
     if args.size < 16:
         raise ConfigError(f"--size must be >= 16 so the button lamps stay visible, got {args.size}")
     lengths = episode_lengths(args.episodes, args.frames, args.seed)
-    write_synthetic_dataset(
-        args.out, size=args.size, seed=args.seed, chunk_size=args.chunk_size, lengths=lengths
+    written, skipped = write_synthetic_episodes(
+        args.out, lengths, size=args.size, seed=args.seed, chunk_size=args.chunk_size
     )
-    print(f"wrote {len(lengths)} episodes, {sum(lengths)} frames at {args.size}x{args.size} to {args.out}")
+    size = f"{args.size}x{args.size}"
+    line = f"wrote {len(written)} episodes, {sum(written.values())} frames at {size} to {args.out}"
+    if skipped:
+        line += f"; skipped {len(skipped)} already stored"
+    print(line)
     return 0
 
 
@@ -140,7 +152,7 @@ def _inspect(args: argparse.Namespace) -> int:
     table = Table(title=", ".join(summary.dirs), show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    resolution = f"{summary.resolution[1]}x{summary.resolution[0]}" if summary.resolution else "-"
+    resolution = ", ".join(f"{size} ({n} episodes)" for size, n in summary.resolutions.items()) or "-"
     rows = [
         ("usable episodes", f"{summary.episodes}"),
         ("usable frames", f"{summary.frames:,}"),
@@ -164,6 +176,15 @@ def _inspect(args: argparse.Namespace) -> int:
             for name, n in summary.interaction_frames.items()
         )
         rows.append(("interactions", hist))
+    if summary.length_mismatches:
+        rows.append(
+            (
+                "length mismatches",
+                f"{len(summary.length_mismatches)} episodes (training uses the shortest modality)",
+            )
+        )
+        for name, lengths in summary.length_mismatches.items():
+            rows.append(("", f"{name}: " + ", ".join(f"{m} {n}" for m, n in lengths.items())))
     if summary.unreadable_chunks:
         rows.append(("unreadable chunks", f"{summary.unreadable_chunks} (run `minetrain data verify`)"))
     rows.extend(data_events.event_rows(args.dirs))
@@ -184,7 +205,10 @@ def _verify(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             on_plan=lambda n: progress.update(task, total=n),
             on_episode=lambda: progress.advance(task),
+            require=args.require,
         )
+    for warning in report.warnings:
+        print(f"WARN {warning}")
     for problem in report.problems:
         print(f"BAD {problem.line()}")
     status = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"

@@ -236,6 +236,12 @@ class MineDataModule(pl.LightningDataModule):
         return default_world()
 
     def _loader(self, dataset: RawDataset, train: bool) -> WindowLoader:
+        if train and not dataset.episodes:
+            raise ConfigError(
+                f"split_ratio={self.split_ratio} leaves the train split no episode of the "
+                f"{len(dataset.store.episodes)} usable ones; raise split_ratio (train gets "
+                "int(episodes * split_ratio) of them)"
+            )
         world, rank = self._world()
         workers = self.num_workers
         options: dict[str, Any] = dict(

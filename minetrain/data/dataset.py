@@ -305,7 +305,8 @@ class RawDataset(Dataset):
                     segments, self.size, rng, self.condition_dropout, stride=k, obj_mask=obj_mask[:real]
                 )
             except DataError as exc:
-                raise DataError(f"{where}: {exc}") from None
+                masks = self.store.locate(episode, "segmentation").describe(episode)
+                raise DataError(f"{masks} frames [{start}, {stop}): {exc}") from None
             obj_mask[real:] = 0
             segment = fields["segment"]
             for key, value in condition.items():

@@ -44,6 +44,7 @@ import lmdb
 import numpy as np
 
 from minetrain.data.store import TrajectoryStore, layout
+from minetrain.data.store.lock import dataset_write_lock
 from minetrain.errors import ConfigError, DataError
 
 INDEX_NAME = "event_index.npz"
@@ -330,57 +331,58 @@ def index_events(
     """Index the episodes of ``dataset_dir`` that the index lacks (all of them with ``rebuild``).
 
     The index is rewritten every ``save_every`` episodes and at the end, so an interrupted run keeps
-    its progress. An episode whose chunks do not read is reported in ``failed`` and left out of the
-    index, so the next run tries it again.
+    its progress; the dataset's write lock is held throughout. An episode whose chunks do not read
+    is reported in ``failed`` and left out of the index, so the next run tries it again.
     """
     dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise DataError(f"{dataset_dir}: dataset dir does not exist; check the path")
-    present = [m for m in SOURCES if layout.modality_folder(dataset_dir, m) is not None]
+    layout.check_dataset_dir(dataset_dir)
+    with layout.permission_errors():
+        present = [m for m in SOURCES if layout.modality_folder(dataset_dir, m) is not None]
     if not present:
         raise DataError(
             f"{dataset_dir}: no segmentation/ or meta_info/ folder, the modalities events come from; "
             "convert one of them first"
         )
-    stores = {m: TrajectoryStore(dataset_dir, modalities=(m,)) for m in present}
-    lengths = {m: store.modality_episodes(m) for m, store in stores.items()}
-    available: dict[str, int] = {}
-    for modality, episodes in lengths.items():
-        for name in episodes:
-            available[name] = available.get(name, 0) | SOURCES[modality]
-    path = dataset_dir / INDEX_NAME
-    state = _IndexState(None if rebuild or not path.exists() else _load_own(path))
-    done = {name: state.sources[i] for name, i in state.ids.items()}
-    todo = [name for name in sorted(available) if available[name] & ~done.get(name, 0)]
-    report = IndexReport(path, already_indexed=len(available) - len(todo))
-    if on_plan:
-        on_plan(len(todo))
-    state.drop(todo)
-    pending = rebuild or not path.exists()
-    unsaved = 0
-    for name in todo:
-        read = {}
-        try:
-            for modality, store in stores.items():
-                if name in lengths[modality]:
-                    read[modality] = store.read(name, modality, 0, lengths[modality][name])
-        except DataError as exc:
-            report.failed.append((name, str(exc)))
-        else:
-            events = episode_events(read.get("segmentation"), read.get("meta_info"))
-            report.occurrences += state.add(name, available[name], events)
-            report.indexed.append(name)
-            pending = True
-            unsaved += 1
-        if on_item:
-            on_item(name)
-        if unsaved >= save_every:
-            _write_index(path, state.episodes, state.sources, state.arrays())
-            pending, unsaved = False, 0
-    arrays = state.arrays()
-    if pending:
-        _write_index(path, state.episodes, state.sources, arrays)
-    report.events = len(arrays)
+    with dataset_write_lock(dataset_dir):
+        stores = {m: TrajectoryStore(dataset_dir, modalities=(m,)) for m in present}
+        lengths = {m: store.modality_episodes(m) for m, store in stores.items()}
+        available: dict[str, int] = {}
+        for modality, episodes in lengths.items():
+            for name in episodes:
+                available[name] = available.get(name, 0) | SOURCES[modality]
+        path = dataset_dir / INDEX_NAME
+        state = _IndexState(None if rebuild or not path.exists() else _load_own(path))
+        done = {name: state.sources[i] for name, i in state.ids.items()}
+        todo = [name for name in sorted(available) if available[name] & ~done.get(name, 0)]
+        report = IndexReport(path, already_indexed=len(available) - len(todo))
+        if on_plan:
+            on_plan(len(todo))
+        state.drop(todo)
+        pending = rebuild or not path.exists()
+        unsaved = 0
+        for name in todo:
+            read = {}
+            try:
+                for modality, store in stores.items():
+                    if name in lengths[modality]:
+                        read[modality] = store.read(name, modality, 0, lengths[modality][name])
+            except DataError as exc:
+                report.failed.append((name, str(exc)))
+            else:
+                events = episode_events(read.get("segmentation"), read.get("meta_info"))
+                report.occurrences += state.add(name, available[name], events)
+                report.indexed.append(name)
+                pending = True
+                unsaved += 1
+            if on_item:
+                on_item(name)
+            if unsaved >= save_every:
+                _write_index(path, state.episodes, state.sources, state.arrays())
+                pending, unsaved = False, 0
+        arrays = state.arrays()
+        if pending:
+            _write_index(path, state.episodes, state.sources, arrays)
+        report.events = len(arrays)
     return report
 
 

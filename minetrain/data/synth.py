@@ -283,7 +283,18 @@ def write_synthetic_dataset(
     if lengths is None:
         lengths = episode_lengths(episodes, frames, seed)
     out = Path(out_dir)
-    with DatasetWriter(out, chunk_size=chunk_size) as writer:
-        for index, length in enumerate(lengths):
-            writer.write(synth_episode(index, length, size=size, seed=seed))
+    write_synthetic_episodes(out, lengths, size=size, seed=seed, chunk_size=chunk_size)
     return out
+
+
+def write_synthetic_episodes(
+    out_dir: str | Path, lengths: list[int], size: int = 64, seed: int = 0, chunk_size: int = 32
+) -> tuple[dict[str, int], list[str]]:
+    """Write episode i of ``lengths`` unless stored already: ({written name: frames}, skipped names)."""
+    written = {}
+    with DatasetWriter(out_dir, chunk_size=chunk_size) as writer:
+        for index, length in enumerate(lengths):
+            episode = synth_episode(index, length, size=size, seed=seed)
+            if writer.write(episode):
+                written[episode.name] = length
+    return written, writer.skipped

@@ -8,9 +8,10 @@ one item and the rest is still checked. Work is split per (part, episode) and ca
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from minetrain.data.store import MODALITIES, layout
 from minetrain.data.store.codecs import decode_video, loads_chunk, rle_decode
 from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.data.workers import die_with_parent
 from minetrain.errors import DataError
 
 
@@ -33,17 +35,18 @@ class Problem:
     message: str
 
     def line(self) -> str:
-        where = " ".join(x for x in (self.modality, f"episode {self.episode}" if self.episode else "") if x)
-        key = f" chunk {self.key}" if self.key else ""
-        return f"{self.path}: {where}{key}: {self.message}".replace(":  ", ": ")
+        episode = f"episode {self.episode}" if self.episode else ""
+        where = " ".join(x for x in (self.modality, episode, f"chunk {self.key}" if self.key else "") if x)
+        return ": ".join(x for x in (self.path, where, self.message) if x)
 
 
 @dataclass
 class VerifyReport:
     chunks: int = 0
-    episodes: int = 0
+    episodes: int = 0  # distinct episodes per dataset dir, whatever the number of modalities holding them
     parts: int = 0
     problems: list[Problem] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -132,45 +135,104 @@ def _verify_episode(task: _Task) -> tuple[int, list[Problem]]:
     return count, problems
 
 
-def _plan(dataset_dirs: Sequence[str | Path], report: VerifyReport) -> list[_Task]:
+# Modalities every episode must have: without them there is nothing to train on.
+CORE_MODALITIES = ("image", "action")
+
+
+def _plan(
+    dataset_dirs: Sequence[str | Path], report: VerifyReport, require: Sequence[str] = ()
+) -> list[_Task]:
     """The (part, episode) tasks of every dataset dir; dirs and parts that fail are reported."""
     tasks = []
     for dataset_dir in map(Path, dataset_dirs):
-        if not dataset_dir.is_dir():
-            report.problems.append(Problem(str(dataset_dir), "", "", "", "dataset dir does not exist"))
+        try:
+            layout.check_dataset_dir(dataset_dir)
+        except layout.UnreadableError:
+            raise
+        except DataError as exc:
+            report.problems.append(Problem(str(dataset_dir), "", "", "", str(exc).split(": ", 1)[-1]))
             continue
-        folders = {m: layout.modality_folder(dataset_dir, m) for m in MODALITIES}
-        if not any(folders.values()):
-            message = f"no modality folder ({', '.join(MODALITIES)}); not a dataset dir"
-            report.problems.append(Problem(str(dataset_dir), "", "", "", message))
-            continue
-        for modality, folder in folders.items():
-            if folder is None:
-                continue
-            parts = layout.list_parts(folder)
-            if not parts:
-                report.problems.append(
-                    Problem(str(folder), modality, "", "", "modality folder holds no parts")
-                )
-            for part in parts:
-                report.parts += 1
-                try:
-                    info = read_part_info(part)
-                except DataError as exc:
-                    report.problems.append(Problem(str(part), modality, "", "", str(exc).split(": ", 1)[-1]))
-                    continue
-                for ci in info.chunk_infos:
-                    tasks.append(
-                        _Task(
-                            str(part),
-                            modality,
-                            ci["episode"],
-                            ci["episode_idx"],
-                            ci["num_frames"],
-                            info.chunk_size,
-                        )
-                    )
+        with layout.permission_errors():
+            tasks.extend(_plan_dataset(dataset_dir, report, require))
     return tasks
+
+
+def _plan_dataset(dataset_dir: Path, report: VerifyReport, require: Sequence[str]) -> list[_Task]:
+    tasks: list[_Task] = []
+    folders = {m: layout.modality_folder(dataset_dir, m) for m in MODALITIES}
+    if not any(folders.values()):
+        message = f"no modality folder ({', '.join(MODALITIES)}); not a dataset dir"
+        report.problems.append(Problem(str(dataset_dir), "", "", "", message))
+        return tasks
+    names: dict[str, set[str]] = {}
+    for modality, folder in folders.items():
+        if folder is None:
+            continue
+        parts = layout.list_parts(folder)
+        if not parts:
+            report.problems.append(Problem(str(folder), modality, "", "", "modality folder holds no parts"))
+        known = True
+        found: set[str] = set()
+        for part in parts:
+            report.parts += 1
+            try:
+                info = read_part_info(part)
+            except DataError as exc:
+                report.problems.append(Problem(str(part), modality, "", "", str(exc).split(": ", 1)[-1]))
+                known = False
+                continue
+            for ci in info.chunk_infos:
+                found.add(ci["episode"])
+                tasks.append(
+                    _Task(
+                        str(part),
+                        modality,
+                        ci["episode"],
+                        ci["episode_idx"],
+                        ci["num_frames"],
+                        info.chunk_size,
+                    )
+                )
+        # A broken or empty folder is reported above; its episodes are unknown, not missing.
+        if known and parts:
+            names[modality] = found
+    _check_complete(dataset_dir, folders, names, report, require)
+    return tasks
+
+
+def _check_complete(
+    dataset_dir: Path,
+    folders: dict[str, Path | None],
+    names: dict[str, set[str]],
+    report: VerifyReport,
+    require: Sequence[str],
+) -> None:
+    """Report episodes a modality lacks, and modality folders that are missing altogether.
+
+    A writer commits one modality at a time, so an interrupted one can leave episodes with frames
+    but no actions or masks. Every episode must be in every modality folder that exists; image/
+    and action/ must exist; a missing segmentation/ or meta_info/ is a warning unless required.
+    """
+    every = set().union(*names.values())
+    report.episodes += len(every)
+    for modality, folder in folders.items():
+        if folder is None:
+            if modality in CORE_MODALITIES or modality in require:
+                message = f"no {modality}/ folder; the dataset has {len(every)} episodes without {modality}"
+                report.problems.append(Problem(str(dataset_dir), modality, "", "", message))
+            else:
+                report.warnings.append(
+                    f"{dataset_dir}: no {modality}/ folder (pass --require {modality} to make this an error)"
+                )
+            continue
+        missing = sorted(every - names.get(modality, every))
+        if missing:
+            listed = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            message = (
+                f"{len(missing)} of {len(every)} episodes missing ({listed}); rerun the writer that "
+                "was interrupted (it adds what is missing) or remove these episodes"
+            )
+            report.problems.append(Problem(str(dataset_dir), modality, "", "", message))
 
 
 def verify_datasets(
@@ -178,15 +240,21 @@ def verify_datasets(
     jobs: int = 1,
     on_plan: Callable[[int], None] | None = None,
     on_episode: Callable[[], None] | None = None,
+    require: Sequence[str] = (),
 ) -> VerifyReport:
-    """Check every chunk of every part in ``dataset_dirs``; problems are collected, never raised."""
+    """Check every chunk of every part in ``dataset_dirs``; problems are collected, never raised.
+
+    ``require`` names modalities whose missing folder is a problem rather than a warning.
+    """
     report = VerifyReport(problems=[])
-    tasks = _plan(dataset_dirs, report)
+    tasks = _plan(dataset_dirs, report, require)
     if on_plan is not None:
         on_plan(len(tasks))
     results: Iterator[tuple[int, list[Problem]]]
     if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(
+            max_workers=jobs, initializer=die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             results = pool.map(_verify_episode, tasks, chunksize=max(1, len(tasks) // (jobs * 8)))
             _collect(results, report, on_episode)
     else:
@@ -199,7 +267,6 @@ def _collect(
 ) -> None:
     for count, problems in results:
         report.chunks += count
-        report.episodes += 1
         report.problems.extend(problems)
         if on_episode is not None:
             on_episode()

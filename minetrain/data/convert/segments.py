@@ -38,6 +38,7 @@ from PIL import Image
 from minetrain.data.convert.report import ConversionReport
 from minetrain.data.store import DatasetWriter, Episode, TrajectoryStore
 from minetrain.data.store.codecs import MASK_SHAPE, rle_decode, rle_encode
+from minetrain.data.store.lock import dataset_write_lock
 from minetrain.data.summary import present_modalities
 from minetrain.errors import DataError
 
@@ -154,28 +155,29 @@ def attach_segments(
     base = [m for m in ("image", "action", "meta_info") if m in present_modalities(dataset)]
     if not base:
         raise DataError(f"{dataset}: has no image, action or meta_info to attach segmentation to")
-    store = TrajectoryStore(dataset, modalities=base)
-    lengths: dict[str, int] = {}
-    for modality in base:
-        for name, n in store.modality_episodes(modality).items():
-            lengths[name] = max(lengths.get(name, 0), n)
-    report = ConversionReport()
-    if on_plan is not None:
-        on_plan(len(files))
-    with DatasetWriter(dataset, chunk_size=store.chunk_size) as writer:
-        for path in files:
-            name = _episode_name(path)
-            try:
-                if name not in lengths:
-                    raise DataError(f"{path}: episode {name} is not in {dataset}")
-                segmentation = load_annotation(path, lengths[name])
-                if writer.write(Episode(name, segmentation=segmentation)):
-                    report.converted.append(name)
-                    report.frames += len(segmentation)
-                else:
-                    report.already_stored.append(name)
-            except DataError as exc:
-                report.failed.append((name, str(exc)))
-            if on_item is not None:
-                on_item(name)
+    with dataset_write_lock(dataset):
+        store = TrajectoryStore(dataset, modalities=base)
+        lengths: dict[str, int] = {}
+        for modality in base:
+            for name, n in store.modality_episodes(modality).items():
+                lengths[name] = max(lengths.get(name, 0), n)
+        report = ConversionReport()
+        if on_plan is not None:
+            on_plan(len(files))
+        with DatasetWriter(dataset, chunk_size=store.chunk_size) as writer:
+            for path in files:
+                name = _episode_name(path)
+                try:
+                    if name not in lengths:
+                        raise DataError(f"{path}: episode {name} is not in {dataset}")
+                    segmentation = load_annotation(path, lengths[name])
+                    if writer.write(Episode(name, segmentation=segmentation)):
+                        report.converted.append(name)
+                        report.frames += len(segmentation)
+                    else:
+                        report.already_stored.append(name)
+                except DataError as exc:
+                    report.failed.append((name, str(exc)))
+                if on_item is not None:
+                    on_item(name)
     return report

@@ -44,6 +44,8 @@ from minetrain.actions import BUTTONS, CAMERA_KEY
 from minetrain.data.convert.report import ConversionReport
 from minetrain.data.store import DatasetWriter, Episode, layout
 from minetrain.data.store.handles import read_part_info
+from minetrain.data.store.lock import dataset_write_lock
+from minetrain.data.workers import die_with_parent
 from minetrain.errors import ConfigError, DataError
 
 KEY_BINDINGS = {
@@ -349,35 +351,35 @@ def convert_vpt(
     complete, broken = discover(src)
     if not complete and not broken:
         raise DataError(f"{src}: no <name>.mp4 / <name>.jsonl recordings found")
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / STAGING_DIR
-    if staging.is_dir():
-        for shard in sorted(staging.iterdir()):
-            _promote(shard, out)
-    stored = _stored(out, options.chunk_size)
-    report = ConversionReport(failed=list(broken))
-    todo = []
-    for name, video, jsonl in complete:
-        skip = frozenset(m for m in _MODALITIES if name in stored[m])
-        if len(skip) == len(_MODALITIES):
-            report.already_stored.append(name)
+    with dataset_write_lock(out):
+        staging = out / STAGING_DIR
+        if staging.is_dir():
+            for shard in sorted(staging.iterdir()):
+                _promote(shard, out)
+        stored = _stored(out, options.chunk_size)
+        report = ConversionReport(failed=list(broken))
+        todo = []
+        for name, video, jsonl in complete:
+            skip = frozenset(m for m in _MODALITIES if name in stored[m])
+            if len(skip) == len(_MODALITIES):
+                report.already_stored.append(name)
+            else:
+                todo.append((name, str(video), str(jsonl), skip))
+        if on_plan is not None:
+            on_plan(len(complete) + len(broken))
+        for name in [b[0] for b in broken] + report.already_stored:
+            if on_item is not None:
+                on_item(name)
+        if jobs <= 1 or len(todo) <= 1:
+            results = _convert_shard(str(out), todo, options, on_item)
         else:
-            todo.append((name, str(video), str(jsonl), skip))
-    if on_plan is not None:
-        on_plan(len(complete) + len(broken))
-    for name in [b[0] for b in broken] + report.already_stored:
-        if on_item is not None:
-            on_item(name)
-    if jobs <= 1 or len(todo) <= 1:
-        results = _convert_shard(str(out), todo, options, on_item)
-    else:
-        results = _convert_parallel(out, staging, todo, options, jobs, on_item)
-    for name, frames, error in results:
-        if error is None:
-            report.converted.append(name)
-            report.frames += frames
-        else:
-            report.failed.append((name, error))
+            results = _convert_parallel(out, staging, todo, options, jobs, on_item)
+        for name, frames, error in results:
+            if error is None:
+                report.converted.append(name)
+                report.frames += frames
+            else:
+                report.failed.append((name, error))
     return report
 
 
@@ -392,7 +394,7 @@ def _convert_parallel(
     shard_size = max(1, min(MAX_EPISODES_PER_SHARD, math.ceil(len(todo) / (jobs * 4))))
     shards = [todo[i : i + shard_size] for i in range(0, len(todo), shard_size)]
     results = []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {
             pool.submit(_convert_shard, str(staging / f"shard-{i}"), shard, options): (i, shard)
             for i, shard in enumerate(shards)

@@ -11,7 +11,7 @@ import os
 import pickle
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +37,20 @@ def _drop_inherited() -> None:
 os.register_at_fork(after_in_child=_drop_inherited)
 
 
+def _check_readable(data_file: Path) -> None:
+    """LMDB reports EACCES as a generic error; opening the data file first names the cause."""
+    # A missing file is left to lmdb.open, which reports it as not an LMDB part.
+    with layout.permission_errors(), suppress(FileNotFoundError):
+        os.close(os.open(data_file, os.O_RDONLY))
+
+
 def _open(path: Path) -> lmdb.Environment:
+    with layout.permission_errors():
+        subdir = path.is_dir()
+    _check_readable(path / "data.mdb" if subdir else path)
     try:
         return lmdb.open(
-            str(path), readonly=True, lock=False, readahead=False, max_readers=512, subdir=path.is_dir()
+            str(path), readonly=True, lock=False, readahead=False, max_readers=512, subdir=subdir
         )
     except lmdb.Error as exc:
         raise DataError(

@@ -7,7 +7,11 @@ four pickled bookkeeping keys and one entry per chunk keyed ``str((episode_idx, 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from minetrain.errors import DataError
 
 MODALITIES = ("image", "action", "segmentation", "meta_info")
 
@@ -62,3 +66,38 @@ def list_parts(folder: Path) -> list[Path]:
     """Every visible entry of a modality folder, in a stable order (part number, then name)."""
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     return sorted(entries, key=lambda p: (part_number(p) is None, part_number(p) or 0, p.name))
+
+
+class UnreadableError(DataError):
+    """A dataset file or folder this user may not read: fixed by permissions, not by re-converting."""
+
+
+def unreadable(exc: PermissionError) -> UnreadableError:
+    """The one-line error for a file or folder this user may not read."""
+    return UnreadableError(
+        f"{exc.filename}: permission denied; fix its permissions (chmod/chown) so this user can read it"
+    )
+
+
+@contextmanager
+def permission_errors() -> Iterator[None]:
+    """Turn a PermissionError raised while reading a dataset into ``unreadable``'s one-line error."""
+    try:
+        yield
+    except PermissionError as exc:
+        raise unreadable(exc) from None
+
+
+def check_dataset_dir(dataset_dir: Path) -> None:
+    """DataError unless ``dataset_dir`` is a readable directory with something in it."""
+    with permission_errors():
+        if not dataset_dir.exists():
+            raise DataError(f"{dataset_dir}: dataset dir does not exist; check the path")
+        if not dataset_dir.is_dir():
+            raise DataError(
+                f"{dataset_dir}: is a file, not a dataset dir; pass the directory that holds "
+                "image/, action/, segmentation/, meta_info/"
+            )
+        empty = not any(not p.name.startswith(".") for p in dataset_dir.iterdir())
+    if empty:
+        raise DataError(f"{dataset_dir}: dataset dir is empty; convert or copy a dataset into it")

@@ -45,6 +45,23 @@ class EpisodeLocation:
         return where
 
 
+def length_mismatches(
+    lengths: dict[str, dict[str, int]], episodes: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Of ``episodes``, those whose modalities (``lengths[modality][episode]``) disagree on frame counts."""
+    found = {}
+    for name in episodes:
+        per_modality = {m: index[name] for m, index in lengths.items() if name in index}
+        if len(set(per_modality.values())) > 1:
+            found[name] = per_modality
+    return found
+
+
+# (dataset dir, episode) pairs already warned about in this process: the train and val datasets
+# each open a store, and a line per store would repeat every warning.
+_warned_lengths: set[tuple[Path, str]] = set()
+
+
 def _as_dirs(dataset_dirs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     if isinstance(dataset_dirs, str | os.PathLike):
         return [Path(dataset_dirs)]
@@ -80,12 +97,14 @@ class TrajectoryStore:
             raise DataError(f"parts use different chunk sizes ({detail}); re-convert them to one chunk size")
         self.chunk_size = next(iter(chunk_sizes))
         self.episodes, self.missing = self._cross_index()
+        self.length_mismatches = self._length_mismatches()
 
     def _index_dataset_dir(self, dataset_dir: Path, chunk_sizes: dict[int, Path]) -> None:
-        if not dataset_dir.is_dir():
-            raise DataError(f"{dataset_dir}: dataset dir does not exist; check the path")
-        if not any(dataset_dir.iterdir()):
-            raise DataError(f"{dataset_dir}: dataset dir is empty; convert or copy a dataset into it")
+        layout.check_dataset_dir(dataset_dir)
+        with layout.permission_errors():
+            self._index_modalities(dataset_dir, chunk_sizes)
+
+    def _index_modalities(self, dataset_dir: Path, chunk_sizes: dict[int, Path]) -> None:
         for modality in self.modalities:
             folder = layout.modality_folder(dataset_dir, modality)
             if folder is None:
@@ -141,6 +160,25 @@ class TrajectoryStore:
                 detail,
             )
         return episodes, missing
+
+    def _length_mismatches(self) -> dict[str, dict[str, int]]:
+        """Usable episodes whose modalities disagree on their length, each warned about once per process."""
+        lengths = {
+            m: {name: loc.num_frames for name, loc in index.items()} for m, index in self._index.items()
+        }
+        found = length_mismatches(lengths, list(self.episodes))
+        for name, per_modality in found.items():
+            dataset_dir = self._index[self.modalities[0]][name].dataset_dir
+            if (dataset_dir, name) not in _warned_lengths:
+                _warned_lengths.add((dataset_dir, name))
+                logger.warning(
+                    "%s: episode %s: modalities disagree on its length (%s); training uses the first %d",
+                    dataset_dir,
+                    name,
+                    ", ".join(f"{m} {n}" for m, n in per_modality.items()),
+                    self.episodes[name],
+                )
+        return found
 
     def modality_episodes(self, modality: str) -> dict[str, int]:
         """Every episode stored for ``modality`` (usable or not) and its frame count there."""

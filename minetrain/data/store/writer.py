@@ -3,7 +3,8 @@
 Each modality gets its own LMDB parts. A part is built under ``<out>/.incomplete/`` and renamed
 into ``<out>/<modality>/part-K`` only once its bookkeeping is written, so a killed run never
 leaves a part that looks complete. Re-running on the same directory skips episodes that
-committed parts already hold and numbers new parts after the existing ones.
+committed parts already hold and numbers new parts after the existing ones. A writer holds the
+dir's write lock (``lock.py``) from construction to ``close()``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +22,7 @@ from minetrain.data.store import layout
 from minetrain.data.store.codecs import DEFAULT_CRF, DEFAULT_PRESET, dumps_chunk, encode_video
 from minetrain.data.store.episode import Episode
 from minetrain.data.store.handles import read_part_info
+from minetrain.data.store.lock import dataset_write_lock
 from minetrain.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -105,12 +108,18 @@ class DatasetWriter:
         self.skipped: list[str] = []
         self._builders: dict[str, _PartBuilder] = {}
         self._closed = False
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        stale = self.out_dir / layout.INCOMPLETE_DIR
-        if stale.exists():
-            logger.warning("%s: removing parts left unfinished by an interrupted run", stale)
-            shutil.rmtree(stale)
-        self._committed, self._next_part = self._scan_committed()
+        self._lock = ExitStack()
+        self._lock.enter_context(dataset_write_lock(self.out_dir))
+        try:
+            stale = self.out_dir / layout.INCOMPLETE_DIR
+            if stale.exists():
+                logger.warning("%s: removing parts left unfinished by an interrupted run", stale)
+                shutil.rmtree(stale)
+            with layout.permission_errors():
+                self._committed, self._next_part = self._scan_committed()
+        except BaseException:
+            self._lock.close()
+            raise
 
     def _scan_committed(self) -> tuple[dict[str, set[str]], dict[str, int]]:
         committed: dict[str, set[str]] = {m: set() for m in layout.MODALITIES}
@@ -177,13 +186,14 @@ class DatasetWriter:
         if self._closed:
             return
         self._closed = True
-        for builder in self._builders.values():
-            if builder.chunk_infos:
-                builder.commit()
-            else:
-                builder.discard()
-        self._builders.clear()
-        shutil.rmtree(self.out_dir / layout.INCOMPLETE_DIR, ignore_errors=True)
+        with self._lock:
+            for builder in self._builders.values():
+                if builder.chunk_infos:
+                    builder.commit()
+                else:
+                    builder.discard()
+            self._builders.clear()
+            shutil.rmtree(self.out_dir / layout.INCOMPLETE_DIR, ignore_errors=True)
         if self.skipped:
             logger.warning(
                 "%s: skipped %d episode(s) already stored: %s",
