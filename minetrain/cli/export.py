@@ -39,14 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _follow_umask(directory: Path) -> None:
-    """Give the exported files the mode new files get here: the library writes them via mkstemp (0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in directory.iterdir():
-        os.chmod(path, 0o666 & ~umask)
-
-
 def export_directory(policy: RocketPolicy, out_dir: Path, force: bool = False) -> Path:
     """Write ``policy.save_pretrained`` output to ``out_dir`` atomically (a rename of a finished dir)."""
     out_dir = out_dir.absolute()
@@ -60,7 +52,6 @@ def export_directory(policy: RocketPolicy, out_dir: Path, force: bool = False) -
     shutil.rmtree(staging, ignore_errors=True)
     try:
         policy.save_pretrained(staging)
-        _follow_umask(staging)
         if out_dir.exists():
             os.replace(out_dir, previous)
         try:

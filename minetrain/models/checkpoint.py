@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from minetrain.errors import CheckpointError, ConfigError
 from minetrain.models.memory import N_BASIS
@@ -42,9 +41,11 @@ _CONFIG_KEYS = (
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file.
+
+    ``write`` creates the temp file itself, so it gets the umask's mode like any new file (mkstemp's
+    would be 0600)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -58,7 +59,9 @@ def save_pretrained(model: RocketPolicy, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    # Serialised here and written by Python: safetensors' own file writer creates files 0600.
+    payload = save(tensors, metadata={"format": "pt"})
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(payload))
     text = json.dumps(model.config, indent=2, sort_keys=True) + "\n"
     _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
 

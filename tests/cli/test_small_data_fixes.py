@@ -7,7 +7,6 @@ import shutil
 import lmdb
 import numpy as np
 import pytest
-from conftest import TINY_MODEL
 from PIL import Image
 
 from minetrain.cli.export import export_directory
@@ -18,6 +17,8 @@ from minetrain.data.store import TrajectoryStore
 from minetrain.data.synth import write_synthetic_dataset
 from minetrain.errors import ConfigError, DataError
 from minetrain.models import RocketPolicy
+
+TINY_MODEL = dict(backbone="test_efficientnet", hiddim=32, num_heads=2, num_layers=1, timesteps=8, mem_len=8)
 
 
 @pytest.fixture(scope="module")
