@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import MissingConfigException, OverrideParseException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from minetrain.errors import ConfigError
 
@@ -80,7 +80,7 @@ def prepare_overrides(argv: Sequence[str]) -> list[str]:
             arg = f"{key}={_quote_path_value(key.lstrip('+~'), value)}"
         try:
             parser.parse_override(arg)
-        except OverrideParseException as err:
+        except HydraException as err:
             reason = str(err).splitlines()[0]
             raise ConfigError(
                 f"cannot read the override {arg!r} ({reason}); quote a value holding spaces, commas, "
@@ -93,7 +93,7 @@ def prepare_overrides(argv: Sequence[str]) -> list[str]:
 def hydra_error(err: Exception) -> str:
     """One line for an error Hydra or OmegaConf raised while composing the config."""
     cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
-    if isinstance(cause, ConfigKeyError) and getattr(cause, "full_key", None):
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and getattr(cause, "full_key", None):
         full_key = str(cause.full_key)
         section, _, name = full_key.rpartition(".")
         parent = getattr(cause, "parent_node", None)
@@ -102,8 +102,8 @@ def hydra_error(err: Exception) -> str:
         hint = f"did you mean {' or '.join(f'{section}.{k}'.lstrip('.') for k in close)}? " if close else ""
         where = f"under {section}" if section else "at the top level"
         return (
-            f"{full_key} is not a config key; {hint}valid keys {where}: {', '.join(keys)} "
-            f"(see `minetrain pretrain --cfg job`)"
+            f"{full_key} is not a config key; {hint}valid keys {where}: {', '.join(keys)}; "
+            f"add a key the config lacks with +{full_key}=VALUE"
         )
     if isinstance(err, MissingConfigException):
         configs = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
@@ -152,7 +152,8 @@ def check_types(cfg: DictConfig) -> None:
             continue
         types, what = kind
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise ConfigError(f"{path}={value!r} is not {what}; give {what}, e.g. {path}={default}")
+            example = str(default).lower() if isinstance(default, bool) else default
+            raise ConfigError(f"{path}={value!r} is not {what}; give {what}, e.g. {path}={example}")
 
 
 def check_kwargs(
