@@ -168,3 +168,30 @@ def test_bad_values_are_one_error_line(
     )
     line = one_error_line(code, capsys.readouterr().err)
     assert all(part in line for part in named), line
+
+
+@pytest.mark.parametrize(
+    "value", ["/a/b", "/a/ckpt-epoch=0-step=6.ckpt", "/a b/c,d[e]", "it's", "end\\", "a\\'b"]
+)
+def test_hydra_quote_gives_back_the_value(value: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from minetrain.cli.pretrain_config import hydra_quote
+
+    assert OverridesParser.create().parse_override(f"key={hydra_quote(value)}").value() == value
+
+
+def test_run_id_comes_from_the_launcher(monkeypatch: pytest.MonkeyPatch):
+    from minetrain.cli.pretrain import run_id
+
+    for name in ("MINETRAIN_RUN_ID", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_STEP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert run_id()[:2] == "20"
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    assert run_id() == "slurm-77.0"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-a")
+    assert run_id() == "job-a"
+    monkeypatch.setenv("MINETRAIN_RUN_ID", "mine")
+    assert run_id() == "mine"
