@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 import warnings
 from collections import deque
@@ -73,8 +74,17 @@ def demo_dataset(cfg: DictConfig) -> Path:
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     out = Path(to_absolute_path(cfg.demo_data.cache_dir)) / f"synth-{digest}"
     if not (out / "image").is_dir():
-        Console(stderr=True).print(f"Generating the demo dataset in {out} (once) ...")
-        write_synthetic_dataset(out, **params)
+        Console(stderr=True).print(f"Generating the demo dataset in {out} (once) ...", markup=False)
+        # Written aside and renamed into place: every rank of a torchrun/SLURM run may get here at once,
+        # and an interrupted generation must not be taken for a dataset.
+        staging = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        write_synthetic_dataset(staging, **params)
+        try:
+            os.replace(staging, out)
+        except OSError:
+            # Another process put its (identical) copy in place first.
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

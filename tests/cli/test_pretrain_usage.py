@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_pretrain import SMALL
 from test_pretrain_launch import minetrain_command
 
@@ -195,3 +196,38 @@ def test_run_id_comes_from_the_launcher(monkeypatch: pytest.MonkeyPatch):
     assert run_id() == "job-a"
     monkeypatch.setenv("MINETRAIN_RUN_ID", "mine")
     assert run_id() == "mine"
+
+
+def test_demo_dataset_is_complete_after_an_interruption_or_a_concurrent_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import minetrain.data.synth as synth
+    from minetrain.cli.pretrain import demo_dataset
+
+    cfg = OmegaConf.create(
+        {"demo_data": {"cache_dir": str(tmp_path), "episodes": 2, "frames": 40, "size": 32, "seed": 0}}
+    )
+    real = synth.write_synthetic_dataset
+
+    def interrupted(out_dir: Path, **params) -> Path:
+        (Path(out_dir) / "image").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "write_synthetic_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        demo_dataset(cfg)
+    monkeypatch.setattr(synth, "write_synthetic_dataset", real)
+    out = demo_dataset(cfg)
+    assert (out / "image").is_dir() and (out / "action").is_dir()
+
+    def other_process_finishes_first(out_dir: Path, **params) -> Path:
+        final = Path(str(out_dir).rsplit(".tmp-", 1)[0])
+        real(final, **params)
+        (final / "from-the-other-process").touch()
+        return real(out_dir, **params)
+
+    cfg.demo_data.seed = 1
+    monkeypatch.setattr(synth, "write_synthetic_dataset", other_process_finishes_first)
+    second = demo_dataset(cfg)
+    assert (second / "from-the-other-process").is_file() and (second / "action").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, second.name])
