@@ -32,7 +32,19 @@ LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wa
 # which Hydra's override grammar rejects unless the value is quoted.
 PATH_KEYS = ("ckpt_path", "data.dataset_dirs")
 # Hydra options that take a value, which is not an override.
-HYDRA_VALUE_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c")
+HYDRA_VALUE_OPTIONS = (
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+)
 # Lightning accepts several types for these, and checks them itself when the Trainer is built.
 TRAINER_FREE_TYPES = (
     "accelerator",
