@@ -10,29 +10,60 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shlex
+import shutil
 import sys
+import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import to_absolute_path
+from hydra.errors import HydraException
+from hydra.utils import get_original_cwd, to_absolute_path
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
-from omegaconf import DictConfig
+from lightning.pytorch.strategies.launchers import subprocess_script
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from minetrain.cli.pretrain_config import check_config, hydra_error, hydra_quote, prepare_overrides
 from minetrain.errors import ConfigError, MinetrainError
 from minetrain.offline.lightning_callbacks.smart_checkpoint import EMA_SUFFIX
 from minetrain.offline.utils import convert_to_normal
 
-LOGGERS = ("csv", "tensorboard", "wandb", "none")
 CHECKPOINT_DIR = "checkpoints"
 WEIGHTS_DIR = "weights"
+# The Trainer arguments minetrain sets itself (not from trainer.*).
+TRAINER_OWN = ("logger", "callbacks", "default_root_dir", "use_distributed_sampler")
+# A run id every process of one distributed run sees, so that all ranks share one run dir (see README).
+RUN_ID_VARIABLES = ("MINETRAIN_RUN_ID", "TORCHELASTIC_RUN_ID")
+
+
+def run_id() -> str:
+    """The run dir's name: the launcher's run id when it gives one (torchrun --rdzv-id, a SLURM job step),
+    else the start time, which differs between processes started separately."""
+    for name in RUN_ID_VARIABLES:
+        value = os.environ.get(name, "")
+        if value and value != "none":
+            return value
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_STEP_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+if not OmegaConf.has_resolver("minetrain_run_id"):
+    OmegaConf.register_new_resolver("minetrain_run_id", run_id, use_cache=True)
 
 
 def demo_dataset(cfg: DictConfig) -> Path:
@@ -43,13 +74,23 @@ def demo_dataset(cfg: DictConfig) -> Path:
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     out = Path(to_absolute_path(cfg.demo_data.cache_dir)) / f"synth-{digest}"
     if not (out / "image").is_dir():
-        Console(stderr=True).print(f"Generating the demo dataset in {out} (once) ...")
-        write_synthetic_dataset(out, **params)
+        Console(stderr=True).print(f"Generating the demo dataset in {out} (once) ...", markup=False)
+        # Written aside and renamed into place: every rank of a torchrun/SLURM run may get here at once,
+        # and an interrupted generation must not be taken for a dataset.
+        staging = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        write_synthetic_dataset(staging, **params)
+        try:
+            os.replace(staging, out)
+        except OSError:
+            # Another process put its (identical) copy in place first.
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
 def dataset_dirs(cfg: DictConfig) -> list[str]:
-    dirs = list(cfg.data.dataset_dirs or [])
+    raw = cfg.data.dataset_dirs
+    dirs = [raw] if isinstance(raw, str) else list(raw or [])
     if not dirs and cfg.demo:
         return [str(demo_dataset(cfg))]
     if not dirs:
@@ -88,8 +129,6 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
     kind = str(cfg.logger)
-    if kind not in LOGGERS:
-        raise ConfigError(f"logger={kind!r} is not one of {', '.join(LOGGERS)}")
     if kind == "none":
         return False
     if kind == "csv":
@@ -167,8 +206,10 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
     data_params["dataset_dirs"] = dataset_dirs(cfg)
     datamodule = MineDataModule(data_params=data_params, **{k: cfg.data[k] for k in loader_keys})
     summary = LossSummary()
+    # The learning-rate monitor logs to the logger; without one Lightning refuses it.
+    lr_monitor = [LearningRateMonitor(logging_interval="step")] if cfg.logger != "none" else []
     callbacks: list[Callback] = [
-        LearningRateMonitor(logging_interval="step"),
+        *lr_monitor,
         SpeedMonitorCallback(),
         SmartCheckpointCallback(
             dirpath=str(run_dir / WEIGHTS_DIR),
@@ -192,42 +233,118 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
     return module, datamodule, callbacks, summary
 
 
+def _app_args() -> list[str]:
+    """The config name (and a user config dir) this Hydra app was started with."""
+    hydra_cfg = HydraConfig.get()
+    args = ["--config-name", str(hydra_cfg.job.config_name)]
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "command-line":
+            args += ["--config-dir", str(source.path).removeprefix("file://")]
+    return args
+
+
+def _override_key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def last_full_checkpoint(run_dir: Path) -> Path | None:
+    """``last.ckpt`` of the run, else its newest full checkpoint."""
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if last.is_file():
+        return last
+    full = [p for p in (run_dir / CHECKPOINT_DIR).glob("*.ckpt") if not p.stem.endswith(EMA_SUFFIX)]
+    return max(full, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def next_commands(run_dir: Path, trainer: L.Trainer, cfg: DictConfig) -> dict[str, list[str]]:
+    """The commands that continue, evaluate and export this run, as argv lists that work from any directory:
+    paths absolute, path values quoted for Hydra, and a finished run extended rather than resumed to a
+    no-op."""
+    checkpoint = last_full_checkpoint(run_dir)
+    if checkpoint is None:
+        return {}
+    extend: dict[str, int] = {}
+    max_steps, max_epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs", -1)
+    if max_steps is not None and max_steps > 0 and trainer.global_step >= max_steps:
+        extend["trainer.max_steps"] = 2 * max_steps
+    elif max_epochs is not None and max_epochs > 0 and trainer.current_epoch >= max_epochs:
+        extend["trainer.max_epochs"] = 2 * max_epochs
+    dropped = ("resume", "ckpt_path", "data.dataset_dirs", *extend)
+    overrides = [o for o in HydraConfig.get().overrides.task if _override_key(o) not in dropped]
+    data_dirs = dataset_dirs(cfg)
+    if cfg.data.dataset_dirs:
+        overrides.append(f"data.dataset_dirs=[{','.join(hydra_quote(d) for d in data_dirs)}]")
+    overrides += [f"{key}={value}" for key, value in extend.items()]
+    resume = ["minetrain", "pretrain", *_app_args(), *overrides, f"ckpt_path={hydra_quote(str(checkpoint))}"]
+    return {
+        "Resume": resume,
+        "Evaluate": ["minetrain", "evaluate", str(checkpoint.parent), *data_dirs],
+        "Export": ["minetrain", "export", str(checkpoint), str(run_dir / "export"), "--ema"],
+    }
+
+
 def print_summary(run_dir: Path, summary: LossSummary, trainer: L.Trainer, cfg: DictConfig) -> None:
     console = Console()
-    table = Table(title=f"minetrain pretrain: {cfg.name} finished at step {trainer.global_step}")
+    table = Table(title=escape(f"minetrain pretrain: {cfg.name} finished at step {trainer.global_step}"))
     table.add_column("metric")
     table.add_column("start", justify="right")
     table.add_column("end", justify="right")
     for name, start, end in summary.rows():
         table.add_row(name, f"{start:.4f}", f"{end:.4f}")
     console.print(table)
+    # Paths and commands are printed as they are: rich would read "[/data/x]" as markup.
     files = sorted(p for p in run_dir.rglob("*") if p.suffix in (".ckpt", ".safetensors") and p.is_file())
     for path in files:
-        console.print(f"  wrote {path}", soft_wrap=True)
+        console.print(f"  wrote {path}", soft_wrap=True, markup=False, highlight=False)
+    for label, command in next_commands(run_dir, trainer, cfg).items():
+        console.print(f"{label + ':':9} {shlex.join(command)}", soft_wrap=True, markup=False, highlight=False)
+
+
+def ddp_child_command(local_rank: int) -> tuple[list[str], str]:
+    """What Lightning runs for local ranks 1..N-1: this app, with the same config and overrides and the same
+    run dir, as ``python -m minetrain.cli.pretrain`` (Lightning would re-run ``sys.argv``, which the
+    ``minetrain`` console script does not reproduce)."""
     hydra_cfg = HydraConfig.get()
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
-    resume = ["minetrain pretrain", "--config-name", hydra_cfg.job.config_name, *overrides, "resume=auto"]
-    console.print(f"Resume:   {' '.join(resume)}", soft_wrap=True)
-    console.print(
-        f"Evaluate: minetrain evaluate {run_dir / CHECKPOINT_DIR} {' '.join(dataset_dirs(cfg))}",
-        soft_wrap=True,
-    )
+    command = [sys.executable, "-m", "minetrain.cli.pretrain", *_app_args(), *hydra_cfg.overrides.task]
+    command += [
+        f"hydra.run.dir={hydra_quote(str(hydra_cfg.runtime.output_dir))}",
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+        "hydra.output_subdir=null",
+    ]
+    return command, get_original_cwd()
+
+
+@contextmanager
+def children_run_this_app() -> Iterator[None]:
+    """Make Lightning's local DDP launcher start ranks with ``ddp_child_command``."""
+    saved = subprocess_script._hydra_subprocess_cmd
+    subprocess_script._hydra_subprocess_cmd = ddp_child_command
+    try:
+        yield
+    finally:
+        subprocess_script._hydra_subprocess_cmd = saved
 
 
 def train(cfg: DictConfig) -> L.Trainer:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    check_config(cfg, TRAINER_OWN)
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
     module, datamodule, callbacks, summary = build_training(cfg, run_dir)
     trainer_kwargs = convert_to_normal(cfg.trainer)
-    trainer = L.Trainer(
-        logger=build_logger(cfg, run_dir),
-        callbacks=callbacks,
-        use_distributed_sampler=not cfg.data.episode_continuous_batch,
-        default_root_dir=str(run_dir),
-        **trainer_kwargs,
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer = L.Trainer(
+            logger=build_logger(cfg, run_dir),
+            callbacks=callbacks,
+            use_distributed_sampler=not cfg.data.episode_continuous_batch,
+            default_root_dir=str(run_dir),
+            **trainer_kwargs,
+        )
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"lightning.Trainer rejects the trainer.* settings: {reason}") from None
+    with children_run_this_app():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         print_summary(run_dir, summary, trainer, cfg)
     return trainer
@@ -243,14 +360,62 @@ def _hydra_entry(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def silence_library_notices() -> None:
+    """Drop what Lightning prints on every run that a minetrain user cannot act on: its advertising tips
+    and torch's deprecation of ``LeafSpec``, which Lightning's own code uses."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.",
+    )
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningTips) for f in log.filters):
+            log.addFilter(_DropLightningTips())
+
+
 def run(argv: Sequence[str]) -> int:
-    """Run the Hydra app with ``argv`` as its overrides and return its exit code."""
-    saved = sys.argv
-    sys.argv = ["minetrain pretrain", *argv]
+    """Run the Hydra app with ``argv`` as its overrides and return its exit code.
+
+    Hydra prints its own errors over several lines; with ``HYDRA_FULL_ERROR`` set it raises them instead,
+    and they are printed here as one line (unless the user set ``HYDRA_FULL_ERROR`` to debug)."""
+    try:
+        overrides = prepare_overrides(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if os.environ.get("RANK", "0") != "0" and "hydra.output_subdir=null" not in overrides:
+        # Another rank of an externally launched run writes the run dir's .hydra/ files.
+        overrides.append("hydra.output_subdir=null")
+    silence_library_notices()
+    saved_argv, user_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = ["minetrain pretrain", *overrides]
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _hydra_entry()
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    except (HydraException, OmegaConfBaseException) as err:
+        if user_full_error:
+            raise
+        print(f"error: {hydra_error(err)}", file=sys.stderr)
+        return 2
     finally:
-        sys.argv = saved
+        sys.argv = saved_argv
+        if user_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
     return 0
+
+
+if __name__ == "__main__":
+    # `python -m minetrain.cli.pretrain OVERRIDES`: how DDP ranks and torchrun start this app. It goes
+    # through `minetrain.cli.main` so the app runs from its module, not from this copy named __main__.
+    from minetrain.cli.main import main
+
+    sys.exit(main(["pretrain", *sys.argv[1:]]))
