@@ -14,7 +14,7 @@ from pathlib import Path
 
 from minetrain.data.render import interaction_name
 from minetrain.data.store import MODALITIES, TrajectoryStore, layout
-from minetrain.errors import DataError
+from minetrain.errors import DataError, UnsafeDataError
 
 FPS = 20
 
@@ -58,6 +58,8 @@ def _histogram(store: TrajectoryStore, frames: Counter, interactions: Counter) -
         for start in range(0, num_frames, store.chunk_size):
             try:
                 chunk = store.read(episode, "segmentation", start, min(num_frames, start + store.chunk_size))
+            except UnsafeDataError:
+                raise
             except DataError:
                 unreadable += 1
                 continue
