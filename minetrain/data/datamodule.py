@@ -81,7 +81,7 @@ def _stack_windows(items: Sequence[Any]) -> Any:
     return list(items)
 
 
-def worker_message(err: MinetrainError) -> str | None:
+def _worker_message(err: MinetrainError) -> str | None:
     """The one-line message of a minetrain error a DataLoader worker raised, or None if it is not one.
 
     torch re-raises a worker's exception in the main process as the same class built from
@@ -166,7 +166,7 @@ class WindowLoader(DataLoader):
                     ring.release_unreferenced()
         except MinetrainError as err:
             # A bad chunk reads the same with workers as without: one line, not a worker's traceback.
-            message = worker_message(err)
+            message = _worker_message(err)
             if message is None:
                 raise
             raise type(err)(message) from None

@@ -131,3 +131,19 @@ def test_corrupt_pickle_is_a_data_error():
     with pytest.raises(DataError, match=r"^part-0 key k: does not unpickle \(UnpicklingError") as caught:
         load_pickle(b"\x80\x04garbage", "part-0 key k")
     assert not isinstance(caught.value, UnsafeDataError)
+
+
+@pytest.mark.parametrize(
+    "pickled",
+    [
+        b"cbuiltins\neval\n(S'1'\ntR.",
+        b"cbuiltins\ngetattr\n(cnumpy\nndarray\nS'tofile'\ntR.",
+        b"cnumpy\nload\n(S'x.npy'\ntR.",
+        b"csubprocess\nPopen\n(S'true'\ntR.",
+        b"(lp0\nPpid\na.",
+    ],
+    ids=["eval", "getattr", "numpy.load", "Popen", "persistent id"],
+)
+def test_anything_but_data_is_unsafe(pickled):
+    with pytest.raises(UnsafeDataError, match=r"^part-0 key k: the pickle calls "):
+        load_pickle(pickled, "part-0 key k")

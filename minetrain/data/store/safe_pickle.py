@@ -48,9 +48,7 @@ ALLOWED: dict[tuple[str, str], Any] = {
 
 
 class _Forbidden(pickle.UnpicklingError):
-    def __init__(self, module: str, name: str) -> None:
-        super().__init__(f"{module}.{name}")
-        self.module, self.name = module, name
+    """What a pickle asked for beyond data; told apart from a merely corrupt pickle."""
 
 
 class _DataUnpickler(pickle.Unpickler):
@@ -59,11 +57,11 @@ class _DataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         found = ALLOWED.get((module, name))
         if found is None:
-            raise _Forbidden(module, name)
+            raise _Forbidden(f"{module}.{name}")
         return found
 
     def persistent_load(self, pid: Any) -> Any:
-        raise _Forbidden("persistent id", repr(pid)[:40])
+        raise _Forbidden(f"persistent id {str(pid)[:40]!r}")
 
 
 def load_pickle(
@@ -79,7 +77,7 @@ def load_pickle(
         return _DataUnpickler(io.BytesIO(data)).load()
     except _Forbidden as exc:
         raise UnsafeDataError(
-            f"{prefix}the pickle calls {exc.module}.{exc.name}, which store data never holds; refused "
+            f"{prefix}the pickle calls {exc}, which store data never holds; refused "
             "without running it (only numpy arrays, containers, strings and numbers load): this data "
             "may be malicious, do not use it"
         ) from None
