@@ -24,3 +24,7 @@ class CheckpointError(MinetrainError):
 
 class TrainingError(MinetrainError):
     """Training cannot continue (e.g. a non-finite loss); the message names the step and batch."""
+
+
+class UnsafeDataError(DataError):
+    """Data holds a pickle that would call code, not just build data; refused and never skipped."""

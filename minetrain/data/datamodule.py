@@ -40,7 +40,7 @@ from minetrain.data.buffers import BatchRing
 from minetrain.data.dataset import RawDataset
 from minetrain.data.event_dataset import EVENT_PARAMS, EventDataset
 from minetrain.data.sampler import EpisodeContinuousBatchSampler, default_world
-from minetrain.errors import ConfigError
+from minetrain.errors import ConfigError, MinetrainError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,20 @@ def _stack_windows(items: Sequence[Any]) -> Any:
     if isinstance(first, torch.Tensor):
         return torch.stack(list(items))
     return list(items)
+
+
+def _worker_message(err: MinetrainError) -> str | None:
+    """The one-line message of a minetrain error a DataLoader worker raised, or None if it is not one.
+
+    torch re-raises a worker's exception in the main process as the same class built from
+    "Caught <class> in DataLoader worker process N.\nOriginal Traceback ...": the worker's whole
+    formatted traceback, whose last entry reads "<module>.<class>: <message>".
+    """
+    text, kind = str(err), type(err)
+    head = f"\n{kind.__module__}.{kind.__qualname__}: "
+    if not text.startswith(f"Caught {kind.__name__} ") or head not in text:
+        return None
+    return text.rpartition(head)[2].rstrip("\n")
 
 
 def _limit_worker_threads(_: int) -> None:
@@ -142,13 +156,20 @@ class WindowLoader(DataLoader):
 
     def _pass(self, epoch: int, batches: Iterator[Any], ring: BatchRing | None) -> Iterator[Any]:
         skipped = 0
-        for batch in batches:
-            # numpy on the tensor's memory: three small torch ops cost a few ms per batch on a VM.
-            skipped += int(np.count_nonzero(~batch["mask"].numpy().any(axis=1)))
-            yield batch
-            del batch
-            if ring is not None:
-                ring.release_unreferenced()
+        try:
+            for batch in batches:
+                # numpy on the tensor's memory: three small torch ops cost a few ms per batch on a VM.
+                skipped += int(np.count_nonzero(~batch["mask"].numpy().any(axis=1)))
+                yield batch
+                del batch
+                if ring is not None:
+                    ring.release_unreferenced()
+        except MinetrainError as err:
+            # A bad chunk reads the same with workers as without: one line, not a worker's traceback.
+            message = _worker_message(err)
+            if message is None:
+                raise
+            raise type(err)(message) from None
         if not hasattr(self, "skipped_windows"):
             self.skipped_windows = {}
         self.skipped_windows[epoch] = skipped

@@ -40,7 +40,7 @@ from minetrain.actions import CAMERA_KEY, ENV_KEYS, env_to_agent
 from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng, no_condition
 from minetrain.data.store import TrajectoryStore
-from minetrain.errors import ConfigError, DataError
+from minetrain.errors import ConfigError, DataError, UnsafeDataError
 
 log = logging.getLogger(__name__)
 
@@ -265,11 +265,14 @@ class RawDataset(Dataset):
         return {}
 
     def _attempt(self, span: WindowSpan, read: Any, *args: Any) -> Any:
-        """``read(*args)``; with ``on_error='skip'`` a ``DataError`` is logged and gives None."""
+        """``read(*args)``; with ``on_error='skip'`` a ``DataError`` is logged and gives None.
+
+        Never an ``UnsafeDataError``: data that tries to run code stops the run whatever ``on_error`` says.
+        """
         try:
             return read(*args)
         except DataError as exc:
-            if self.on_error == "raise":
+            if self.on_error == "raise" or isinstance(exc, UnsafeDataError):
                 raise
             log.warning("skipping %s: %s", span.name, exc)
             return None

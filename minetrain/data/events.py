@@ -32,19 +32,20 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import numpy as np
 
 from minetrain.data.store import TrajectoryStore, layout
 from minetrain.data.store.lock import dataset_write_lock
+from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import ConfigError, DataError
 
 INDEX_NAME = "event_index.npz"
@@ -183,27 +184,37 @@ def _load_reference(path: Path) -> EventIndex:
         env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
     except lmdb.Error as exc:
         raise _bad_index(path, str(exc)) from None
+    remedy = f"rebuild it with `{BUILD_COMMAND} {path.parent} --rebuild`"
+
+    def load(raw: bytes, key: str) -> Any:
+        return load_pickle(raw, f"{path}: key {key}", remedy)
+
     try:
         with env.begin(buffers=False) as txn:
             raw_info = txn.get(b"__event_info__")
             if raw_info is None:
                 raise _bad_index(path, "no __event_info__ key")
-            info = pickle.loads(raw_info)
+            info = load(raw_info, "__event_info__")
             raw_codebook = txn.get(b"__codebook__")
-            decode = {code: name for name, code in pickle.loads(raw_codebook).items()} if raw_codebook else {}
+            decode = (
+                {code: name for name, code in load(raw_codebook, "__codebook__").items()}
+                if raw_codebook
+                else {}
+            )
             episodes: dict[str, int] = {}
             arrays: dict[str, np.ndarray] = {}
             for event, value in info.items():
                 rows = []
                 for i in range(int(value["__num_items__"])):
-                    item = txn.get(str((event, i)).encode())
+                    key = str((event, i))
+                    item = txn.get(key.encode())
                     if item is None:
                         raise _bad_index(path, f"item {i} of {event} is missing")
-                    episode, frame, _ = pickle.loads(item)
+                    episode, frame, _ = load(item, key)
                     name = decode.get(episode, str(episode))
                     rows.append((episodes.setdefault(name, len(episodes)), int(frame)))
                 arrays[str(event)] = np.asarray(rows, dtype=np.int32).reshape(-1, 2)
-    except (pickle.UnpicklingError, TypeError, ValueError, KeyError, EOFError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise _bad_index(path, f"{type(exc).__name__}: {str(exc)[:80]}") from None
     finally:
         env.close()

@@ -18,7 +18,7 @@ import av
 from minetrain.data.render import interaction_name
 from minetrain.data.store import MODALITIES, TrajectoryStore, layout
 from minetrain.data.store.reader import length_mismatches
-from minetrain.errors import DataError
+from minetrain.errors import DataError, UnsafeDataError
 
 FPS = 20
 
@@ -96,6 +96,8 @@ def _histogram(store: TrajectoryStore, frames: Counter, interactions: Counter) -
         for start in range(0, num_frames, store.chunk_size):
             try:
                 chunk = store.read(episode, "segmentation", start, min(num_frames, start + store.chunk_size))
+            except UnsafeDataError:
+                raise
             except DataError:
                 unreadable += 1
                 continue

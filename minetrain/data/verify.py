@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from minetrain.data.store import MODALITIES, layout
-from minetrain.data.store.codecs import decode_video, loads_chunk, rle_decode
+from minetrain.data.store.codecs import decode_video, rle_decode
 from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.data.workers import die_with_parent
-from minetrain.errors import DataError
+from minetrain.errors import DataError, UnsafeDataError
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,7 @@ def check_chunk(modality: str, data: bytes, expected: int) -> None:
         if len(frames) != expected:
             raise DataError(f"MP4 holds {len(frames)} frames, expected {expected}")
         return
-    try:
-        value = loads_chunk(data)
-    except Exception as exc:
-        raise DataError(f"does not unpickle ({type(exc).__name__}: {str(exc)[:80]})") from None
+    value = load_pickle(data, "", "re-convert this episode")
     if modality == "action":
         _check_action(value, expected)
     else:
@@ -127,6 +125,11 @@ def _verify_episode(task: _Task) -> tuple[int, list[Problem]]:
             continue
         try:
             check_chunk(task.modality, data, expected)
+        except UnsafeDataError as exc:
+            # Not one bad chunk among others: the dataset is hostile, so verifying stops here.
+            raise UnsafeDataError(
+                Problem(task.part, task.modality, task.episode, key.decode(), str(exc)).line()
+            ) from None
         except DataError as exc:
             problems.append(Problem(task.part, task.modality, task.episode, key.decode(), str(exc)))
         except Exception as exc:
@@ -177,6 +180,8 @@ def _plan_dataset(dataset_dir: Path, report: VerifyReport, require: Sequence[str
             report.parts += 1
             try:
                 info = read_part_info(part)
+            except UnsafeDataError:
+                raise
             except DataError as exc:
                 report.problems.append(Problem(str(part), modality, "", "", str(exc).split(": ", 1)[-1]))
                 known = False

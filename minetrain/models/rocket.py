@@ -117,6 +117,9 @@ class RocketPolicy(nn.Module):
         self.register_buffer("pixel_scale", torch.cat([scale, torch.ones(1)]), persistent=False)
         self.register_buffer("pixel_shift", torch.cat([shift, torch.zeros(1)]), persistent=False)
         self.updim = nn.Conv2d(self.backbone.feature_info[-1]["num_chs"], hiddim, kernel_size=1, bias=False)
+        # It convolves the backbone's channels-last features, so its weight gradient comes out
+        # channels-last: a contiguous weight made DDP warn "Grad strides do not match bucket view strides".
+        self.updim.to(memory_format=torch.channels_last)
         self.pooling = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(
                 d_model=hiddim,

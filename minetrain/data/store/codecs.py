@@ -1,8 +1,9 @@
 """Chunk codecs: H.264 video for images, pickles for the rest, RLE strings for masks.
 
 The formats match the reference library byte for byte where it matters to readers: an image
-chunk is a plain MP4 (H.264, yuv420p) of the chunk's frames, other chunks are pickles, and a
-mask is a string of 1-based "start length" pairs over the row-major flattened mask.
+chunk is a plain MP4 (H.264, yuv420p) of the chunk's frames, other chunks are pickles (read back
+with ``safe_pickle.load_pickle``), and a mask is a string of 1-based "start length" pairs over the
+row-major flattened mask.
 """
 
 from __future__ import annotations
@@ -104,11 +105,6 @@ def decode_video(data: bytes, size: tuple[int, int] | None = None, threads: int 
 def dumps_chunk(value: Any) -> bytes:
     """Pickle a non-image chunk the way the reference stores it."""
     return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
-
-
-def loads_chunk(data: bytes) -> Any:
-    """Unpickle a non-image chunk; raises whatever pickle raises, callers add the context."""
-    return pickle.loads(data)
 
 
 def rle_encode(mask: np.ndarray) -> str:

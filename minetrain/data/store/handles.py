@@ -8,7 +8,6 @@ worker) drops the handles it inherited before opening its own.
 from __future__ import annotations
 
 import os
-import pickle
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -18,6 +17,7 @@ from pathlib import Path
 import lmdb
 
 from minetrain.data.store import layout
+from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import DataError
 
 _envs: dict[str, lmdb.Environment] = {}
@@ -116,13 +116,7 @@ def read_part_info(path: Path) -> PartInfo:
                     f"{path}: bookkeeping key {key.decode()} is missing (an unfinished or foreign LMDB); "
                     "remove this part or re-convert it"
                 )
-            try:
-                values.append(pickle.loads(raw))
-            except Exception as exc:
-                raise DataError(
-                    f"{path}: bookkeeping key {key.decode()} does not unpickle ({type(exc).__name__}); "
-                    "re-convert this part"
-                ) from None
+            values.append(load_pickle(raw, f"{path}: bookkeeping key {key.decode()}", "re-convert this part"))
     chunk_size, chunk_infos, num_episodes, num_total_frames = values
     if not isinstance(chunk_size, int) or chunk_size <= 0:
         raise DataError(f"{path}: __chunk_size__ is {chunk_size!r}, expected a positive int; re-convert it")

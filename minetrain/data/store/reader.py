@@ -18,8 +18,9 @@ import av
 import numpy as np
 
 from minetrain.data.store import layout
-from minetrain.data.store.codecs import iter_video_frames, loads_chunk
+from minetrain.data.store.codecs import iter_video_frames
 from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -260,7 +261,11 @@ class TrajectoryStore:
         chunks = self.raw_chunks(episode, modality, chunk_starts)
         for chunk_start, data in zip(chunk_starts, chunks, strict=True):
             expected = min(size_c, location.num_frames - chunk_start)
-            value = self._unpickle(episode, location, chunk_start, data)
+            value = load_pickle(
+                data,
+                location.describe(episode, chunk_start),
+                "run `minetrain data verify` and re-convert this episode",
+            )
             lo, hi = max(start - chunk_start, 0), min(stop - chunk_start, expected)
             pieces.append(self._slice_pickled(episode, location, chunk_start, value, expected, lo, hi))
         if modality == "action":
@@ -272,16 +277,6 @@ class TrajectoryStore:
                 )
             return {key: np.concatenate([piece[key] for piece in pieces]) for key in keys}
         return [frame for piece in pieces for frame in piece]
-
-    @staticmethod
-    def _unpickle(episode: str, location: EpisodeLocation, chunk_start: int, data: bytes) -> Any:
-        try:
-            return loads_chunk(data)
-        except Exception as exc:
-            raise DataError(
-                f"{location.describe(episode, chunk_start)}: chunk does not unpickle ({type(exc).__name__}: "
-                f"{str(exc)[:80]}); run `minetrain data verify` and re-convert this episode"
-            ) from None
 
     @staticmethod
     def _slice_pickled(
