@@ -1,8 +1,8 @@
 """The seed tutorial's training block with a tiny RocketPolicy, runnable in-process or as a script.
 
 As a script (``python run_training.py '<json config>'``) it is the subprocess the resume and DDP
-tests launch: it records every training batch (episode and first timestamp per slot) and, at the
-end, the final training state, so runs can be compared; ``kill_at_step`` SIGKILLs the process at
+tests launch: it records every training batch (episode and first timestamp per slot) and loss and,
+at the end, the final training state, so runs can be compared; ``kill_at_step`` SIGKILLs the process at
 the start of that step, i.e. right after the checkpoint written at the end of the previous step.
 """
 
@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "strategy": "ddp_find_unused_parameters_true",
     "precision": "32",
     "save_freq": 4,
+    "save_last": False,
     "ckpt_top_k": 1,
     "batch_size": 2,
     "win_len": 8,
@@ -69,6 +70,20 @@ class BatchRecorder(L.Callback):
             "episode": list(batch["episode"]),
             "timestamp": batch["timestamp"][:, 0].tolist(),
         }
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class LossRecorder(L.Callback):
+    """Appends (global step, training loss as an exact hex float) of every training step to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        row = {"step": trainer.global_step - 1, "loss": float(outputs["loss"]).hex()}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(row) + "\n")
 
@@ -122,8 +137,10 @@ def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer
     callbacks: list[L.Callback] = []
     if cfg["kill_at_step"] is not None:
         callbacks.append(KillAt(cfg["kill_at_step"]))
+    rank = os.environ.get("LOCAL_RANK", "0")
     callbacks += [
-        BatchRecorder(out / f"batches-rank{os.environ.get('LOCAL_RANK', '0')}.jsonl"),
+        BatchRecorder(out / f"batches-rank{rank}.jsonl"),
+        LossRecorder(out / f"losses-rank{rank}.jsonl"),
         LearningRateMonitor(logging_interval="step"),
         SpeedMonitorCallback(),
         SmartCheckpointCallback(
@@ -139,6 +156,7 @@ def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer
             save_top_k=cfg["ckpt_top_k"],
             every_n_train_steps=cfg["save_freq"],
             save_weights_only=False,
+            save_last=cfg["save_last"],
         ),
         EMA(
             decay=0.9,

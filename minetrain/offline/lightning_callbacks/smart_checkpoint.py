@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -53,9 +55,26 @@ class SmartCheckpointCallback(ModelCheckpoint):
     def _ema_callback(trainer: pl.Trainer) -> EMA | None:
         return next((callback for callback in trainer.callbacks if isinstance(callback, EMA)), None)
 
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # ``last`` of the step that reaches max_steps is written here, in the loop state a periodic
+        # checkpoint has (this epoch, this batch done). Written at train end, it would record the epoch
+        # as finished, and a run extended to more steps would resume at the next epoch.
+        max_steps = trainer.max_steps
+        if (
+            self.save_last
+            and max_steps >= 0
+            and trainer.global_step >= max_steps
+            and not self._should_skip_saving_checkpoint(trainer)
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning writes ``last`` at the end only if this callback never saved; a run that stops
-        # between two saves would otherwise resume from an older step than it reached.
+        # between two saves (other than at max_steps, see above) would otherwise resume from an
+        # older step than it reached.
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             return
