@@ -9,14 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from checkpoint_damage import flip_tensor_bytes
 from test_pretrain import SMALL
 
-from minetrain.data.synth import write_synthetic_dataset
 from minetrain.offline.checkpoint_io import MineCheckpointIO
 
 # Every step writes weights, every 2nd step a full checkpoint and last.ckpt, with EMA files beside.
 STEPS = [
-    *SMALL[3:],
+    *SMALL,
     "model.hiddim=32",
     "model.num_heads=2",
     "model.num_layers=1",
@@ -47,8 +47,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def pretrain(args: list[str], cwd: Path, script: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def pretrain(
+    args: list[str], cwd: Path, cache: Path, script: str | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MINETRAIN_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     command = ["-c", script] if script else ["-m", "minetrain.cli.main"]
     return subprocess.run(
         [sys.executable, *command, "pretrain", *args],
@@ -69,8 +71,9 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "synth", episodes=4, frames=60, size=32)
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cache the demo dataset (SMALL's) is generated in, once for this module."""
+    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture
@@ -91,10 +94,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(
-    dataset: Path, small_disk: Path
+    cache: Path, small_disk: Path
 ) -> None:
-    args = [f"data.dataset_dirs=[{dataset}]", *STEPS, "trainer.max_steps=6"]
-    result = pretrain(args, small_disk, FILL_DISK_AT.replace("{full_at}", "4"))
+    result = pretrain(
+        [*STEPS, "trainer.max_steps=6"], small_disk, cache, FILL_DISK_AT.replace("{full_at}", "4")
+    )
     assert_one_error_line(result, "writing checkpoint", "last.ckpt failed (No space left on device)")
 
     # The step-4 checkpoint was written before the disk filled up; last.ckpt and its EMA file still
@@ -109,3 +113,39 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkp
         ema = io.load_checkpoint(checkpoints / f"{name}-EMA.ckpt")
         assert ema["global_step"] == step and "optimizer_states" not in ema
     assert not list(run_dir.rglob(".tmp-*"))
+
+
+@pytest.mark.slow
+def test_resume_passes_over_a_bit_rotted_checkpoint_and_removes_stale_temps(
+    cache: Path, tmp_path: Path
+) -> None:
+    args = STEPS
+    first = pretrain([*args, "trainer.max_steps=4"], tmp_path, cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "demo").iterdir()
+    checkpoints = run_dir / "checkpoints"
+    last, previous = checkpoints / "last.ckpt", checkpoints / "ckpt-epoch=0-step=4.ckpt"
+    assert last.stat().st_mtime > previous.stat().st_mtime
+
+    # Bit rot in an optimizer tensor of the newest checkpoint.
+    state = MineCheckpointIO().load_checkpoint(last)["optimizer_states"][0]["state"]
+    flip_tensor_bytes(last, max((s["exp_avg"] for s in state.values()), key=lambda t: t.numel()))
+    explicit = pretrain([*args, "trainer.max_steps=6", f"ckpt_path={last}"], tmp_path, cache)
+    assert_one_error_line(explicit, f"checkpoint {last} is corrupt (Bad CRC-32")
+
+    # Temps of killed writers go when a run resumes from their directory; a live writer's stay.
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    stale, live = (
+        checkpoints / f".tmp-last.ckpt.{finished.pid}",
+        checkpoints / f".tmp-last.ckpt.{os.getpid()}",
+    )
+    for temp in (stale, live):
+        temp.write_bytes(b"partial")
+    auto = pretrain([*args, "trainer.max_steps=6", "resume=auto"], tmp_path, cache)
+    assert auto.returncode == 0, auto.stderr[-3000:]
+    assert f"resume=auto: passing over {last}: checkpoint {last} is corrupt" in auto.stderr
+    assert f"Restoring states from the checkpoint path at {previous}" in auto.stdout + auto.stderr
+    assert not stale.exists() and live.exists()
+    resumed_dir = max((tmp_path / "outputs" / "demo").iterdir())
+    assert MineCheckpointIO().load_checkpoint(resumed_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
