@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "kill_at_step": None,
     "ema_validate_original": True,
     "seed": 0,
+    "on_error": "raise",
 }
 
 
@@ -126,6 +127,7 @@ def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer
             frame_height=cfg["frame_size"],
             win_len=cfg["win_len"],
             enable_segment=True,
+            on_error=cfg["on_error"],
         ),
         batch_size=cfg["batch_size"],
         num_workers=cfg["num_workers"],
