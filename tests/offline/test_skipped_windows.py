@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import lmdb
+import pytest
 from offline_support import run
 from run_training import build
 
@@ -28,6 +29,7 @@ def corrupt_first_chunk(dataset: Path, episode: str) -> int:
     return index
 
 
+@pytest.mark.slow
 def test_skipped_windows_are_reported_per_epoch_and_per_run(tiny_dataset: Path, tmp_path: Path) -> None:
     data, out = tmp_path / "data", tmp_path / "out"
     shutil.copytree(tiny_dataset, data)
