@@ -242,17 +242,27 @@ class MineLightning(L.LightningModule):
 
     def _log_skipped_windows(self, batch: Mapping[str, Any], stage: str) -> None:
         """Windows the loader replaced because of bad data (all padding), summed over the epoch and ranks."""
-        empty = batch["mask"].sum(dim=1) == 0
-        self._skipped_now[stage].extend(batch["episode"][i] for i in empty.nonzero().flatten().tolist())
+        skipped = (batch["mask"].sum(dim=1) == 0).sum().float()
         self.log(
             f"{stage}/skipped_windows",
-            empty.sum().float(),
+            skipped,
             on_step=False,
             on_epoch=True,
             reduce_fx="sum",
             sync_dist=True,
             batch_size=batch["image"].shape[0],
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Note the episodes of windows the loader skipped for bad data (all padding), on the host copy
+        of the batch, where finding them does not wait for the device."""
+        trainer = self.trainer
+        if (trainer.training or trainer.validating) and isinstance(batch, Mapping) and "episode" in batch:
+            empty = np.flatnonzero(~batch["mask"].cpu().numpy().any(axis=1))
+            self._skipped_now["train" if trainer.training else "val"].extend(
+                batch["episode"][i] for i in empty
+            )
+        return batch
 
     def _report_skipped_windows(self, stage: str) -> None:
         """Say how many windows of the epoch (all ranks) the loader skipped because of bad data, and where.
@@ -281,10 +291,8 @@ class MineLightning(L.LightningModule):
         self._report_skipped_windows("train")
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            self._skipped_now["val"] = []
-            return
-        self._report_skipped_windows("val")
+        if not self.trainer.sanity_checking:
+            self._report_skipped_windows("val")
 
     def on_fit_start(self) -> None:
         self._skipped_in_fit = dict.fromkeys(STAGES, 0)
