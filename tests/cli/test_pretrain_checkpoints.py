@@ -25,15 +25,22 @@ STEPS = [
     "logger=csv",
 ]
 
-# Runs `minetrain pretrain` with the filesystem of the run filled up just before `last.ckpt` of global
-# step FULL_AT is written, so that write, and the loggers after it, meet a real ENOSPC.
-FILL_DISK_AT = """
-import errno, os, sys
+# Runs `minetrain pretrain` with the write of `last.ckpt` at global step 4 failing: MODE "fill" fills
+# the run's filesystem up just before, so that write, and the loggers after it, meet a real ENOSPC;
+# MODE "raise" makes torch's writer raise the RuntimeError it raises on a failed write, after a few bytes.
+FAIL_LAST_AT_STEP_4 = """
+import errno, os, sys, torch
 from minetrain.offline import checkpoint_io
 save, filler = checkpoint_io.MineCheckpointIO.save_checkpoint, os.path.abspath("filler")
-def save_on_full_disk(self, checkpoint, path, storage_options=None):
-    full = checkpoint.get("global_step") == {full_at} and os.path.basename(path) == "last.ckpt"
-    if full and not os.path.exists(filler):
+def writer_fails(obj, handle):
+    handle.write(b"partial")
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+def failing_save(self, checkpoint, path, storage_options=None):
+    if checkpoint.get("global_step") != 4 or os.path.basename(path) != "last.ckpt":
+        return save(self, checkpoint, path, storage_options)
+    if MODE == "raise":
+        torch.save = writer_fails
+    else:
         with open(filler, "wb", buffering=0) as handle:
             try:
                 while True:
@@ -41,7 +48,7 @@ def save_on_full_disk(self, checkpoint, path, storage_options=None):
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
     save(self, checkpoint, path, storage_options)
-checkpoint_io.MineCheckpointIO.save_checkpoint = save_on_full_disk
+checkpoint_io.MineCheckpointIO.save_checkpoint = failing_save
 from minetrain.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -92,18 +99,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
-@pytest.mark.slow
-def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(
-    cache: Path, small_disk: Path
-) -> None:
-    result = pretrain(
-        [*STEPS, "trainer.max_steps=6"], small_disk, cache, FILL_DISK_AT.replace("{full_at}", "4")
-    )
-    assert_one_error_line(result, "writing checkpoint", "last.ckpt failed (No space left on device)")
-
-    # The step-4 checkpoint was written before the disk filled up; last.ckpt and its EMA file still
-    # hold step 2, intact.
-    (run_dir,) = (small_disk / "outputs" / "demo").iterdir()
+def assert_previous_checkpoint_kept(cwd: Path) -> None:
+    """The step-4 checkpoint was written before the failure; last.ckpt and its EMA file still hold step 2."""
+    (run_dir,) = (cwd / "outputs" / "demo").iterdir()
     checkpoints = run_dir / "checkpoints"
     names = sorted(p.name for p in checkpoints.iterdir())
     assert names == ["ckpt-epoch=0-step=4-EMA.ckpt", "ckpt-epoch=0-step=4.ckpt", "last-EMA.ckpt", "last.ckpt"]
@@ -113,6 +111,26 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkp
         ema = io.load_checkpoint(checkpoints / f"{name}-EMA.ckpt")
         assert ema["global_step"] == step and "optimizer_states" not in ema
     assert not list(run_dir.rglob(".tmp-*"))
+
+
+@pytest.mark.slow
+def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(
+    cache: Path, small_disk: Path
+) -> None:
+    script = f"MODE = 'fill'\n{FAIL_LAST_AT_STEP_4}"
+    result = pretrain([*STEPS, "trainer.max_steps=6"], small_disk, cache, script)
+    assert_one_error_line(result, "writing checkpoint", "last.ckpt failed (No space left on device)")
+    assert_previous_checkpoint_kept(small_disk)
+
+
+@pytest.mark.slow
+def test_writer_runtime_error_is_one_line_and_keeps_the_previous_checkpoint(
+    cache: Path, tmp_path: Path
+) -> None:
+    script = f"MODE = 'raise'\n{FAIL_LAST_AT_STEP_4}"
+    result = pretrain([*STEPS, "trainer.max_steps=6"], tmp_path, cache, script)
+    assert_one_error_line(result, "writing checkpoint", "last.ckpt failed ([enforce fail at inline_container")
+    assert_previous_checkpoint_kept(tmp_path)
 
 
 @pytest.mark.slow
