@@ -32,8 +32,9 @@ FAIL_LAST_AT_STEP_4 = """
 import errno, os, sys, torch
 from minetrain.offline import checkpoint_io
 save, filler = checkpoint_io.MineCheckpointIO.save_checkpoint, os.path.abspath("filler")
-def writer_fails(obj, handle):
-    handle.write(b"partial")
+def writer_fails(obj, target):
+    with open(target, "wb") if isinstance(target, (str, os.PathLike)) else target as handle:
+        handle.write(b"partial")
     raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 def failing_save(self, checkpoint, path, storage_options=None):
     if checkpoint.get("global_step") != 4 or os.path.basename(path) != "last.ckpt":
