@@ -97,7 +97,7 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
 
 
 def _write_failure(exc: BaseException) -> str:
-    """Why a write failed: the OS error behind ``exc`` if any, else its first line.
+    """Why a read or write failed: the OS error behind ``exc`` if any, else its first line.
 
     ``torch.save`` reports a full disk as a ``RuntimeError`` ("enforce fail at inline_container...")
     raised while handling the file's ``OSError``.
@@ -117,10 +117,10 @@ def verify_checkpoint(path: str | Path) -> None:
     format, or not a checkpoint at all) is left to ``torch.load``.
     """
     path = Path(path)
-    with open(path, "rb") as handle:
-        if handle.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
-            return
     try:
+        with open(path, "rb") as handle:
+            if handle.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+                return
         with zipfile.ZipFile(path) as archive:
             for record in archive.infolist():
                 if record.CRC == 0 and record.file_size > 0:
@@ -129,12 +129,22 @@ def verify_checkpoint(path: str | Path) -> None:
                 with archive.open(record) as data:
                     while data.read(_READ_CHUNK):
                         pass
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({_write_failure(exc)})") from exc
     except (zipfile.BadZipFile, EOFError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {path} is corrupt ({first}): it changed after it was written (disk or copy "
             "error); resume from another checkpoint"
         ) from exc
+
+
+def _modified(path: Path) -> float:
+    """Modification time; a file removed meanwhile (by another run's top-k) sorts last and fails to read."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("-inf")
 
 
 def newest_intact_checkpoint(
@@ -145,7 +155,7 @@ def newest_intact_checkpoint(
     Each newer file that fails is passed to ``on_skip`` with the reason, so the caller can say which
     checkpoint it did not resume from.
     """
-    for path in sorted(map(Path, paths), key=lambda p: p.stat().st_mtime, reverse=True):
+    for path in sorted(map(Path, paths), key=_modified, reverse=True):
         try:
             verify_checkpoint(path)
         except CheckpointError as err:

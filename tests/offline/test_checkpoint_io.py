@@ -135,6 +135,11 @@ def test_bit_rot_in_an_optimizer_tensor_is_detected(tmp_path: Path) -> None:
     skipped: list[tuple[Path, str]] = []
     assert newest_intact_checkpoint([older, newer], lambda p, why: skipped.append((p, why))) == older
     assert [p for p, _ in skipped] == [newer] and "corrupt" in skipped[0][1]
+    # A candidate removed meanwhile (another run's top-k) is passed over too.
+    gone = tmp_path / "gone.ckpt"
+    assert newest_intact_checkpoint([gone, newer, older]) == older
+    assert newest_intact_checkpoint([gone], lambda p, why: skipped.append((p, why))) is None
+    assert skipped[-1][0] == gone and "cannot be read (No such file or directory)" in skipped[-1][1]
 
 
 def test_checkpoints_without_checksums_still_load(tmp_path: Path) -> None:
