@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "val_check_interval": None,
     "limit_val_batches": 2,
     "kill_at_step": None,
+    "stop_at_step": None,
     "ema_validate_original": True,
     "seed": 0,
     "on_error": "raise",
@@ -102,6 +103,19 @@ class KillAt(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class StopAt(L.Callback):
+    """Asks training to stop after ``step`` steps, as ``max_time`` or early stopping do."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
+
+
 def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer]:
     """The seed's objects, with a tiny model, a generated dataset and CPU settings."""
     cfg = {**DEFAULTS, **cfg}
@@ -139,6 +153,8 @@ def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer
     callbacks: list[L.Callback] = []
     if cfg["kill_at_step"] is not None:
         callbacks.append(KillAt(cfg["kill_at_step"]))
+    if cfg["stop_at_step"] is not None:
+        callbacks.append(StopAt(cfg["stop_at_step"]))
     rank = os.environ.get("LOCAL_RANK", "0")
     callbacks += [
         BatchRecorder(out / f"batches-rank{rank}.jsonl"),

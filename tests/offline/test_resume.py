@@ -49,11 +49,15 @@ def test_killed_and_resumed_run_matches_straight_run(tiny_dataset: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_run_stopped_at_max_steps_and_extended_matches_straight_run(
-    tiny_dataset: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "stop", [{"max_steps": 6}, {"max_steps": 12, "stop_at_step": 6}], ids=["max_steps", "request"]
+)
+def test_run_stopped_and_extended_matches_straight_run(
+    tiny_dataset: Path, tmp_path: Path, stop: dict[str, int]
 ) -> None:
     """6 steps, then ``resume=auto``'s pick (the newest full checkpoint: ``last.ckpt``, written when
-    training stopped at max_steps) extended to 12 steps == 12 steps straight, bitwise."""
+    training stopped at max_steps, or on a stop request as ``max_time`` makes) extended to 12 steps
+    == 12 steps straight, bitwise."""
     common = {"data": str(tiny_dataset), "save_freq": 4, "save_last": True}
     straight, runs = tmp_path / "straight", tmp_path / "runs"
     first, second = runs / "first", runs / "second"
@@ -61,7 +65,7 @@ def test_run_stopped_at_max_steps_and_extended_matches_straight_run(
         directory.mkdir(parents=True)
     both = [
         launch({**common, "out": str(straight), "max_steps": 12}),
-        launch({**common, "out": str(first), "max_steps": 6}),
+        launch({**common, "out": str(first), **stop}),
     ]
     for process in both:
         code, output = finish(process)

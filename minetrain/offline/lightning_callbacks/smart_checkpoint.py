@@ -87,22 +87,22 @@ class SmartCheckpointCallback(ModelCheckpoint):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        # ``last`` of the step that reaches max_steps is written here, in the loop state a periodic
-        # checkpoint has (this epoch, this batch done). Written at train end, it would record the epoch
-        # as finished, and a run extended to more steps would resume at the next epoch.
-        max_steps = trainer.max_steps
+        # ``last`` of the step that ends training (max_steps, or a stop request: max_time, early
+        # stopping) is written here, in the loop state a periodic checkpoint has (this epoch, this batch
+        # done). Written at train end, it would record the epoch as finished, and a resumed run would
+        # start the next epoch. A request that min_epochs/min_steps overrule costs one extra write.
+        max_steps_reached = 0 <= trainer.max_steps <= trainer.global_step
         if (
             self.save_last
-            and max_steps >= 0
-            and trainer.global_step >= max_steps
+            and (max_steps_reached or trainer.should_stop)
             and not self._should_skip_saving_checkpoint(trainer)
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning writes ``last`` at the end only if this callback never saved; a run that stops
-        # between two saves (other than at max_steps, see above) would otherwise resume from an
-        # older step than it reached.
+        # between two saves (other than at the step that ends it, see above) would otherwise resume
+        # from an older step than it reached.
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             return
