@@ -99,13 +99,21 @@ def dataset_dirs(cfg: DictConfig) -> list[str]:
 
 
 def latest_checkpoint(outputs_root: Path) -> Path | None:
-    """The newest full checkpoint of any earlier run under ``outputs_root`` (one experiment name)."""
+    """The newest intact full checkpoint of any earlier run under ``outputs_root`` (one experiment name).
+
+    A newer one whose checksums fail (bit rot, a damaged copy) is named on stderr and passed over.
+    """
+    from minetrain.offline.checkpoint_io import newest_intact_checkpoint
+
+    def skipped(path: Path, reason: str) -> None:
+        print(f"resume=auto: passing over {path}: {reason}", file=sys.stderr)
+
     candidates = [
         p
         for p in outputs_root.glob(f"*/{CHECKPOINT_DIR}/*.ckpt")
         if p.is_file() and not p.stem.endswith(EMA_SUFFIX)
     ]
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+    return newest_intact_checkpoint(candidates, skipped)
 
 
 def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -122,7 +130,9 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
         raise ConfigError(f"resume={cfg.resume!r} is not understood; use resume=auto or ckpt_path=FILE")
     found = latest_checkpoint(run_dir.parent)
     if found is None:
-        Console(stderr=True).print(f"resume=auto: no checkpoint under {run_dir.parent}, starting fresh")
+        Console(stderr=True).print(
+            f"resume=auto: no intact checkpoint under {run_dir.parent}, starting fresh"
+        )
         return None
     return str(found)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,9 +22,12 @@ from minetrain.offline.mine_callbacks import ObjectiveCallback
 from minetrain.offline.optim import SCHEDULES, build_scheduler, param_groups
 from minetrain.offline.utils import convert_to_normal
 
+log = logging.getLogger(__name__)
+
 # Key of MineLightning's own state in a Lightning checkpoint.
 STATE_KEY = "minetrain"
 STAGES = ("train", "val")
+STAGE_NAMES = {"train": "training", "val": "validation"}
 
 
 def step_seed(base_seed: int, stage: str, step: int, batch_idx: int, rank: int) -> int:
@@ -92,6 +97,8 @@ class MineLightning(L.LightningModule):
     - Training metrics are averaged over ranks and written to the loggers every ``log_freq``
       steps; validation metrics are epoch means.
     - A non-finite loss stops training with a ``TrainingError`` naming the step and the batch.
+    - Windows the loader replaced because of bad data (``on_error='skip'``) are counted over ranks
+      and reported, with their episodes, after each epoch and validation run and at the end of fit.
     """
 
     def __init__(
@@ -151,6 +158,9 @@ class MineLightning(L.LightningModule):
         self.min_lr_ratio = min_lr_ratio
         self.seed = _default_seed() if seed is None else int(seed)
         self.slot_memory = {stage: SlotMemory() for stage in STAGES}
+        # Episodes of the windows skipped for bad data: this rank's in the current epoch, all ranks' in fit.
+        self._skipped_now: dict[str, list[str]] = {stage: [] for stage in STAGES}
+        self._skipped_in_fit: dict[str, int] = dict.fromkeys(STAGES, 0)
         optim = {
             "learning_rate": learning_rate,
             "weight_decay": weight_decay,
@@ -242,6 +252,59 @@ class MineLightning(L.LightningModule):
             sync_dist=True,
             batch_size=batch["image"].shape[0],
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Note the episodes of windows the loader skipped for bad data (all padding), on the host copy
+        of the batch, where finding them does not wait for the device."""
+        trainer = self.trainer
+        if (trainer.training or trainer.validating) and isinstance(batch, Mapping) and "episode" in batch:
+            empty = np.flatnonzero(~batch["mask"].cpu().numpy().any(axis=1))
+            self._skipped_now["train" if trainer.training else "val"].extend(
+                batch["episode"][i] for i in empty
+            )
+        return batch
+
+    def _report_skipped_windows(self, stage: str) -> None:
+        """Say how many windows of the epoch (all ranks) the loader skipped because of bad data, and where.
+
+        The loader cannot say it: Lightning stops iterating a sized loader after its last batch, before
+        the loader's own end-of-pass code runs.
+        """
+        episodes, self._skipped_now[stage] = self._skipped_now[stage], []
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, episodes)
+            episodes = [episode for rank in gathered for episode in rank]
+        self._skipped_in_fit[stage] += len(episodes)
+        if episodes and self.trainer.is_global_zero:
+            counts = ", ".join(f"{name} ({n})" for name, n in sorted(Counter(episodes).items()))
+            log.warning(
+                "epoch %d: %d %s window(s) skipped because of bad data (on_error='skip'), in episodes "
+                "%s; the 'skipping window' warnings name their chunks",
+                self.current_epoch,
+                len(episodes),
+                STAGE_NAMES[stage],
+                counts,
+            )
+
+    def on_train_epoch_end(self) -> None:
+        self._report_skipped_windows("train")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._report_skipped_windows("val")
+
+    def on_fit_start(self) -> None:
+        self._skipped_in_fit = dict.fromkeys(STAGES, 0)
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero and any(self._skipped_in_fit.values()):
+            log.warning(
+                "this run skipped %d training and %d validation window(s) because of bad data "
+                "(on_error='skip'); see the per-epoch counts above",
+                self._skipped_in_fit["train"],
+                self._skipped_in_fit["val"],
+            )
 
     def _log_train_metrics(self, metrics: Mapping[str, torch.Tensor]) -> None:
         names = list(metrics)

@@ -1,8 +1,8 @@
 """The seed tutorial's training block with a tiny RocketPolicy, runnable in-process or as a script.
 
 As a script (``python run_training.py '<json config>'``) it is the subprocess the resume and DDP
-tests launch: it records every training batch (episode and first timestamp per slot) and, at the
-end, the final training state, so runs can be compared; ``kill_at_step`` SIGKILLs the process at
+tests launch: it records every training batch (episode and first timestamp per slot) and loss and,
+at the end, the final training state, so runs can be compared; ``kill_at_step`` SIGKILLs the process at
 the start of that step, i.e. right after the checkpoint written at the end of the previous step.
 """
 
@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "strategy": "ddp_find_unused_parameters_true",
     "precision": "32",
     "save_freq": 4,
+    "save_last": False,
     "ckpt_top_k": 1,
     "batch_size": 2,
     "win_len": 8,
@@ -49,8 +50,10 @@ DEFAULTS: dict[str, Any] = {
     "val_check_interval": None,
     "limit_val_batches": 2,
     "kill_at_step": None,
+    "stop_at_step": None,
     "ema_validate_original": True,
     "seed": 0,
+    "on_error": "raise",
 }
 
 
@@ -73,6 +76,20 @@ class BatchRecorder(L.Callback):
             handle.write(json.dumps(row) + "\n")
 
 
+class LossRecorder(L.Callback):
+    """Appends (global step, training loss as an exact hex float) of every training step to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        row = {"step": trainer.global_step - 1, "loss": float(outputs["loss"]).hex()}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
 class KillAt(L.Callback):
     """SIGKILLs this process when training is about to run ``step`` (its checkpoint is already on disk)."""
 
@@ -84,6 +101,19 @@ class KillAt(L.Callback):
     ) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StopAt(L.Callback):
+    """Asks training to stop after ``step`` steps, as ``max_time`` or early stopping do."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            trainer.should_stop = True
 
 
 def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer]:
@@ -111,6 +141,7 @@ def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer
             frame_height=cfg["frame_size"],
             win_len=cfg["win_len"],
             enable_segment=True,
+            on_error=cfg["on_error"],
         ),
         batch_size=cfg["batch_size"],
         num_workers=cfg["num_workers"],
@@ -122,8 +153,12 @@ def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer
     callbacks: list[L.Callback] = []
     if cfg["kill_at_step"] is not None:
         callbacks.append(KillAt(cfg["kill_at_step"]))
+    if cfg["stop_at_step"] is not None:
+        callbacks.append(StopAt(cfg["stop_at_step"]))
+    rank = os.environ.get("LOCAL_RANK", "0")
     callbacks += [
-        BatchRecorder(out / f"batches-rank{os.environ.get('LOCAL_RANK', '0')}.jsonl"),
+        BatchRecorder(out / f"batches-rank{rank}.jsonl"),
+        LossRecorder(out / f"losses-rank{rank}.jsonl"),
         LearningRateMonitor(logging_interval="step"),
         SpeedMonitorCallback(),
         SmartCheckpointCallback(
@@ -139,6 +174,7 @@ def build(cfg: dict[str, Any]) -> tuple[MineLightning, MineDataModule, L.Trainer
             save_top_k=cfg["ckpt_top_k"],
             every_n_train_steps=cfg["save_freq"],
             save_weights_only=False,
+            save_last=cfg["save_last"],
         ),
         EMA(
             decay=0.9,
