@@ -92,6 +92,7 @@ def _source(full_checkpoint: Path, ema: bool) -> RocketPolicy:
     return loaded.ema if ema else loaded.original
 
 
+@pytest.mark.slow
 @needs_reference
 def test_the_reference_loads_the_exports_strictly_with_the_same_logits(full_checkpoint, tmp_path):
     """Both formats, trained and EMA weights: loaded by the reference, same logits within 1e-5."""
