@@ -179,3 +179,24 @@ def test_minestudio_export_to_a_directory_is_one_line(full_checkpoint, tmp_path,
     assert main(["export", str(full_checkpoint), str(tmp_path), "--format", "minestudio"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "is a directory" in err and "\n" not in err
+
+
+def test_a_policy_with_a_value_head_keeps_it_in_the_minestudio_export(tmp_path):
+    torch.manual_seed(0)
+    policy = RocketPolicy(
+        backbone="test_efficientnet",
+        hiddim=16,
+        num_heads=2,
+        num_layers=1,
+        timesteps=4,
+        mem_len=4,
+        value_head=True,
+    )
+    with torch.no_grad():
+        policy.value_head.normalizer.running_mean.fill_(0.3)
+    policy.save_pretrained(tmp_path / "src")
+    out = tmp_path / "policy.ckpt"
+    assert main(["export", str(tmp_path / "src"), str(out), "--format", "minestudio"]) == 0
+    state = torch.load(out, weights_only=True)["state_dict"]
+    for key in VALUE_HEAD_KEYS:
+        assert torch.equal(state["mine_policy." + key], policy.state_dict()[key]), key
