@@ -1,5 +1,6 @@
 """Saving and loading RocketPolicy weights: our safetensors + JSON directories, and the reference
-library's checkpoints (Lightning ``.ckpt`` with ``mine_policy.`` keys, or a Hub-style directory).
+library's checkpoints (Lightning ``.ckpt`` with ``mine_policy.`` keys, or a Hub-style directory), both
+ways.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from minetrain.errors import CheckpointError, ConfigError
+from minetrain.models.heads import ValueHead
 from minetrain.models.memory import N_BASIS
 
 if TYPE_CHECKING:
@@ -37,6 +39,18 @@ _CONFIG_KEYS = (
     "value_head",
     "nucleus_prob",
     "pooling_dropout",
+)
+# The reference RocketPolicy's constructor arguments: its loaders pass the recorded config as keyword
+# arguments, so a key outside this list makes them fail.
+REFERENCE_CONFIG_KEYS = (
+    "backbone",
+    "hiddim",
+    "num_heads",
+    "num_layers",
+    "timesteps",
+    "mem_len",
+    "action_space",
+    "nucleus_prob",
 )
 
 
@@ -63,6 +77,49 @@ def save_pretrained(model: RocketPolicy, directory: str | Path) -> None:
     payload = save(tensors, metadata={"format": "pt"})
     _atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(payload))
     text = json.dumps(model.config, indent=2, sort_keys=True) + "\n"
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+
+
+def reference_config(model: RocketPolicy) -> dict[str, Any]:
+    """The constructor arguments the reference's ``RocketPolicy`` needs to rebuild ``model``."""
+    return {key: model.config.get(key) for key in REFERENCE_CONFIG_KEYS}
+
+
+def reference_state_dict(model: RocketPolicy) -> dict[str, torch.Tensor]:
+    """``model``'s weights with the value head the reference always builds and loads strictly.
+
+    A policy trained without one gets a value head that predicts 0 (zero weights and bias) and an
+    empty normaliser (zero statistics, as the reference's normaliser starts): behaviour cloning never
+    reads it, and zeros keep the export the same bytes every time.
+    """
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    if model.value_head is None:
+        empty = ValueHead(model.config["hiddim"]).state_dict()
+        tensors.update({f"value_head.{key}": torch.zeros_like(value) for key, value in empty.items()})
+    return tensors
+
+
+def save_reference_checkpoint(model: RocketPolicy, path: str | Path) -> None:
+    """Write a ``.ckpt`` the reference's ``load_rocket_policy(path)`` loads with ``strict=True`` (atomically).
+
+    The file holds only tensors, strings, numbers and None, so a weights-only ``torch.load`` reads it.
+    """
+    path = Path(path)
+    ckpt = {
+        "state_dict": {LIGHTNING_PREFIX + key: value for key, value in reference_state_dict(model).items()},
+        "hyper_parameters": {"model": reference_config(model)},
+    }
+    _atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def save_reference_pretrained(model: RocketPolicy, directory: str | Path) -> None:
+    """Write the reference's Hub layout (``model.safetensors`` + ``config.json`` of its constructor
+    arguments) into ``directory``, which its ``RocketPolicy.from_pretrained`` loads strictly."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = save(reference_state_dict(model), metadata={"format": "pt"})
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(payload))
+    text = json.dumps(reference_config(model), indent=2, sort_keys=True) + "\n"
     _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
 
 
