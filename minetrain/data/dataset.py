@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -50,10 +51,14 @@ ON_ERROR = ("raise", "skip")
 def split_episodes(
     episodes: Sequence[str], split: str, split_ratio: float, shuffle: bool, seed: int
 ) -> list[str]:
-    """The episodes of ``split``: train is the first ``int(n * split_ratio)`` of the (seeded) shuffle."""
+    """The episodes of ``split``: train is the first ``int(n * split_ratio)`` of the (seeded) shuffle.
+
+    The shuffle is Python's ``random.Random(seed).shuffle`` of the name-sorted episodes, the one the
+    reference (MineStudio) uses, so both libraries hold out the same validation episodes.
+    """
     order = list(episodes)
     if shuffle:
-        order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+        random.Random(seed).shuffle(order)
     divider = int(len(order) * split_ratio)
     return order[:divider] if split == "train" else order[divider:]
 
