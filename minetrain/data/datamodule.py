@@ -57,6 +57,7 @@ DATA_PARAMS = (
     "seed",
     "on_error",
     "decode_threads",
+    "resize_interpolation",
 )
 
 

@@ -123,6 +123,7 @@ class RawDataset(Dataset):
         seed: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
         decode_threads: int = 1,
+        resize_interpolation: str = "linear",
     ) -> None:
         super().__init__()
         if win_len < 1 or skip_frame < 1:
@@ -147,7 +148,12 @@ class RawDataset(Dataset):
         self.seed = int(seed)
         self.on_error = on_error
         modalities = ("image", "action", "segmentation") if enable_segment else ("image", "action")
-        self.store = TrajectoryStore(dataset_dirs, modalities=modalities, decode_threads=decode_threads)
+        self.store = TrajectoryStore(
+            dataset_dirs,
+            modalities=modalities,
+            decode_threads=decode_threads,
+            resize_interpolation=resize_interpolation,
+        )
         self.dataset_dirs = self.store.dataset_dirs
         names = split_episodes(list(self.store.episodes), split, split_ratio, shuffle_episodes, self.seed)
         self.episode_lengths = [self.store.episodes[name] for name in names]

@@ -19,7 +19,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from minetrain.data.store.layout import PICKLE_PROTOCOL
-from minetrain.errors import DataError
+from minetrain.errors import ConfigError, DataError
 
 DEFAULT_CRF = 23
 DEFAULT_PRESET = "medium"
@@ -67,16 +67,101 @@ def _scaler_takes_threads() -> bool:
     return True
 
 
+INTERPOLATIONS = ("linear", "antialias")
+# OpenCV's INTER_LINEAR on uint8 works in fixed point: weights are integers scaled by 2 ** 11.
+_COEF_BITS = 11
+
+
+def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and fixed-point weights of each output pixel along one axis, as OpenCV computes them.
+
+    Pixel centres are aligned (source coordinate ``(x + 0.5) * src / dst - 0.5``, in float32 as
+    OpenCV does), coordinates past either edge take the edge pixel, and weights are rounded to
+    integers out of 2048 half to even (OpenCV's ``saturate_cast<short>``).
+    """
+    position = ((np.arange(dst) + 0.5) * (src / dst) - 0.5).astype(np.float32)
+    first = np.floor(position).astype(np.int64)
+    frac = position - first.astype(np.float32)
+    outside = (first < 0) | (first >= src - 1)
+    frac[outside] = 0
+    first = np.clip(first, 0, src - 1)
+    second = np.minimum(first + 1, src - 1)
+    scale = np.float32(1 << _COEF_BITS)
+    weight_second = np.rint(frac * scale).astype(np.int32)
+    weight_first = np.rint((np.float32(1) - frac) * scale).astype(np.int32)
+    return first, second, weight_first, weight_second
+
+
+class LinearResize:
+    """Resize (H, W, C) uint8 frames to the pixels of OpenCV's ``cv2.resize(..., INTER_LINEAR)``.
+
+    The reference library resizes decoded frames with OpenCV; this reproduces its fixed-point
+    arithmetic (horizontal pass, then the vertical one with its shifts and rounding) in numpy, so
+    minetrain feeds the model the same pixels without depending on OpenCV. Bilinear without
+    antialiasing: shrinking by more than 2x skips source pixels, as OpenCV does.
+    """
+
+    def __init__(self, src: tuple[int, int], dst: tuple[int, int], channels: int = 3) -> None:
+        (src_w, src_h), (self.width, self.height) = src, dst
+        self.channels = channels
+        x0, x1, a0, a1 = _linear_taps(src_w, self.width)
+        self.y0, self.y1, b0, b1 = _linear_taps(src_h, self.height)
+        lanes = np.arange(channels)
+        # Columns index the flattened (W * C) row, so every gather runs along the contiguous axis.
+        self.x0, self.x1 = (x0[:, None] * channels + lanes).ravel(), (x1[:, None] * channels + lanes).ravel()
+        self.a0, self.a1 = np.repeat(a0, channels), np.repeat(a1, channels)
+        self.b0, self.b1 = b0[:, None], b1[:, None]
+
+    def __call__(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        rows = frame.reshape(frame.shape[0], -1)
+        horizontal = np.multiply(rows.take(self.x0, axis=1), self.a0)
+        horizontal += np.multiply(rows.take(self.x1, axis=1), self.a1)
+        horizontal >>= 4
+        top = horizontal.take(self.y0, axis=0)
+        top *= self.b0
+        top >>= 16
+        bottom = horizontal.take(self.y1, axis=0)
+        bottom *= self.b1
+        bottom >>= 16
+        top += bottom
+        top += 2
+        top >>= 2
+        np.clip(top, 0, 255, out=top)
+        if out is None:
+            out = np.empty((self.height, self.width, self.channels), dtype=np.uint8)
+        np.copyto(out.reshape(top.shape), top, casting="unsafe")
+        return out
+
+
+@functools.lru_cache(maxsize=16)
+def linear_resize(src: tuple[int, int], dst: tuple[int, int]) -> LinearResize:
+    """The ``LinearResize`` from ``src`` to ``dst`` (width, height), built once per process."""
+    return LinearResize(src, dst)
+
+
+def check_interpolation(interpolation: str) -> str:
+    """``interpolation`` if it names one of ``INTERPOLATIONS``, else a one-line ``ConfigError``."""
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(
+            f"resize_interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}"
+        )
+    return interpolation
+
+
 def iter_video_frames(
-    data: bytes, size: tuple[int, int] | None = None, threads: int = 1
+    data: bytes, size: tuple[int, int] | None = None, threads: int = 1, interpolation: str = "linear"
 ) -> Iterator[np.ndarray]:
     """Yield the frames of an MP4 as (H, W, 3) uint8 RGB arrays, resized to ``size`` = (width, height).
 
-    One reformatter serves every frame, so colour conversion and resizing reuse one swscale
-    context. Each array is a view of PyAV's frame buffer: copy it if it must outlive the loop.
+    ``interpolation``: ``"linear"`` gives the reference's pixels (OpenCV INTER_LINEAR, see
+    ``LinearResize``); ``"antialias"`` lets FFmpeg's swscale resize while it converts colours
+    (its bilinear filter widens when shrinking, so every source pixel counts: smoother frames,
+    and cheaper). One reformatter serves every frame, so colour conversion reuses one swscale
+    context. Each array may be a view of PyAV's frame buffer: copy it if it must outlive the loop.
     Raises ``av.FFmpegError`` on corrupt data; callers add the context.
     """
-    width, height = size if size is not None else (None, None)
+    check_interpolation(interpolation)
+    width, height = size if size is not None and interpolation == "antialias" else (None, None)
     reformatter = VideoReformatter()
     scaling = {"threads": threads} if _scaler_takes_threads() else {}
     with av.open(io.BytesIO(data), mode="r") as container:
@@ -88,13 +173,18 @@ def iter_video_frames(
             stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", **scaling)
-            yield rgb.to_ndarray()
+            array = rgb.to_ndarray()
+            if size is not None and width is None and (frame.width, frame.height) != tuple(size):
+                array = linear_resize((frame.width, frame.height), tuple(size))(array)
+            yield array
 
 
-def decode_video(data: bytes, size: tuple[int, int] | None = None, threads: int = 1) -> np.ndarray:
+def decode_video(
+    data: bytes, size: tuple[int, int] | None = None, threads: int = 1, interpolation: str = "linear"
+) -> np.ndarray:
     """Decode an MP4 to (N, H, W, 3) uint8 RGB, optionally resized to ``size`` = (width, height)."""
     try:
-        frames = [frame.copy() for frame in iter_video_frames(data, size, threads)]
+        frames = [frame.copy() for frame in iter_video_frames(data, size, threads, interpolation)]
     except av.FFmpegError as exc:
         raise DataError(f"video chunk of {len(data)} bytes does not decode ({exc}); re-convert it") from None
     if not frames:
