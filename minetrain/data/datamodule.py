@@ -58,6 +58,8 @@ DATA_PARAMS = (
     "on_error",
     "decode_threads",
     "resize_interpolation",
+    "enable_contractor_info",
+    "enable_video_aug",
 )
 
 
