@@ -40,7 +40,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -60,18 +60,29 @@ ON_ERROR = ("raise", "skip")
 
 
 def split_episodes(
-    episodes: Sequence[str], split: str, split_ratio: float, shuffle: bool, seed: int
+    episodes: Sequence[str],
+    split: str,
+    split_ratio: float,
+    shuffle: bool,
+    seed: int,
+    apart: Collection[str] = (),
 ) -> list[str]:
     """The episodes of ``split``: train is the first ``int(n * split_ratio)`` of the (seeded) shuffle.
 
     The shuffle is Python's ``random.Random(seed).shuffle`` of the name-sorted episodes, the one the
-    reference (MineStudio) uses, so both libraries hold out the same validation episodes.
+    reference (MineStudio) uses, so both libraries hold out the same validation episodes. Episodes
+    in ``apart`` (those the reference leaves out: their modalities disagree on their length) are
+    split the same way among themselves and appended, so they do not move the others.
     """
-    order = list(episodes)
-    if shuffle:
-        random.Random(seed).shuffle(order)
-    divider = int(len(order) * split_ratio)
-    return order[:divider] if split == "train" else order[divider:]
+
+    def cut(order: list[str]) -> list[str]:
+        if shuffle:
+            random.Random(seed).shuffle(order)
+        divider = int(len(order) * split_ratio)
+        return order[:divider] if split == "train" else order[divider:]
+
+    extra = set(apart)
+    return cut([e for e in episodes if e not in extra]) + cut([e for e in episodes if e in extra])
 
 
 def aggregate_actions(action: dict[str, np.ndarray], stride: int) -> dict[str, np.ndarray]:
@@ -172,7 +183,14 @@ class RawDataset(Dataset):
             resize_interpolation=resize_interpolation,
         )
         self.dataset_dirs = self.store.dataset_dirs
-        names = split_episodes(list(self.store.episodes), split, split_ratio, shuffle_episodes, self.seed)
+        names = split_episodes(
+            list(self.store.episodes),
+            split,
+            split_ratio,
+            shuffle_episodes,
+            self.seed,
+            apart=self.store.length_mismatches,
+        )
         self.episode_lengths = [self.store.episodes[name] for name in names]
         self.episodes = names
         span = self.win_len * self.skip_frame
