@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 # ITU-R BT.601 luma, the grey of colour-jitter implementations.
-_GREY = torch.tensor([0.299, 0.587, 0.114])
+_GREY = torch.tensor([[0.299, 0.587, 0.114]])
 _AUGMENT_STREAM = 1  # keeps these draws apart from the conditioning draws of the same item
 
 
@@ -64,28 +64,29 @@ class VideoAugmentation:
         if not len(frames):
             return
         with torch.no_grad():
-            x = torch.from_numpy(frames).float()
+            # Channels first: every step then works on whole contiguous planes.
+            x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().contiguous()
             for step in self.order:
                 x = self._colour_step(x, step).clamp_(0.0, 255.0)
             x = self._warp(x)
-            frames[...] = x.round_().clamp_(0.0, 255.0).to(torch.uint8).numpy()
+            out = x.round_().clamp_(0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+            torch.from_numpy(frames).copy_(out)
 
     def _colour_step(self, x: torch.Tensor, step: int) -> torch.Tensor:
         if step == 0:
-            return x * self.brightness
-        grey = x @ _GREY
+            return x.mul_(self.brightness)
+        if step == 3:
+            return _mix(x, _hue_rotation(self.hue))
+        grey = _mix(x, _GREY)
         if step == 1:
-            mean = grey.mean(dim=(1, 2), keepdim=True).unsqueeze(-1)
-            return (x - mean) * self.contrast + mean
-        if step == 2:
-            grey = grey.unsqueeze(-1)
-            return grey + (x - grey) * self.saturation
-        return x @ _hue_rotation(self.hue).T
+            mean = grey.mean(dim=(1, 2, 3), keepdim=True)
+            return x.sub_(mean).mul_(self.contrast).add_(mean)
+        return x.sub_(grey).mul_(self.saturation).add_(grey)
 
     def _warp(self, x: torch.Tensor) -> torch.Tensor:
         if self.rotate == 0.0 and self.scale == 1.0 and self.shear == (0.0, 0.0):
             return x
-        _, height, width, _ = x.shape
+        height, width = x.shape[2:]
         angle = math.radians(self.rotate)
         cos, sin = math.cos(angle), math.sin(angle)
         # Forward map in pixel coordinates about the centre (y down): rotate, scale, shear.
@@ -100,10 +101,14 @@ class VideoAugmentation:
         to_pixels = torch.diag(torch.tensor([width / 2.0, height / 2.0], dtype=torch.float64))
         theta = torch.zeros(len(x), 2, 3)
         theta[:, :, :2] = (to_unit @ inverse @ to_pixels).float()
-        images = x.permute(0, 3, 1, 2)
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return warped.permute(0, 2, 3, 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _mix(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Output channel i = sum_k matrix[i, k] * input channel k, of (T, 3, H, W) frames."""
+    rows = [sum(float(w) * x[:, k] for k, w in enumerate(row)) for row in matrix]
+    return torch.stack(rows, dim=1)
 
 
 def _hue_rotation(turns: float) -> torch.Tensor:
