@@ -7,7 +7,8 @@ is left as it was. The kinds and ranges are the reference's:
 * colour jitter, its four steps in a random order: brightness, contrast and saturation factors in
   [0.8, 1.2], hue shifted by up to 0.1 of a turn either way;
 * affine warp about the frame centre: rotation in [-4, 2] degrees (positive = counter-clockwise on
-  screen), scale in [0.98, 1.02], shear in [-2, 2] degrees along each axis, bilinear, black outside.
+  screen), scale in [0.98, 1.02], shear in [-2, 2] degrees along each axis (positive x shear moves
+  the rows below the centre left), bilinear, black outside; directions as the reference's library.
 
 Our own implementation in torch: hue turns colours about the grey axis of RGB (a rotation that
 keeps brightness and saturation, close to an HSV hue shift), contrast blends with the mean grey of
@@ -92,7 +93,7 @@ class VideoAugmentation:
         # Forward map in pixel coordinates about the centre (y down): rotate, scale, shear.
         rotation = torch.tensor([[cos, sin], [-sin, cos]], dtype=torch.float64)
         shear = torch.tensor(
-            [[1.0, math.tan(math.radians(self.shear[0]))], [math.tan(math.radians(self.shear[1])), 1.0]],
+            [[1.0, -math.tan(math.radians(self.shear[0]))], [-math.tan(math.radians(self.shear[1])), 1.0]],
             dtype=torch.float64,
         )
         inverse = torch.linalg.inv(rotation @ shear * self.scale)

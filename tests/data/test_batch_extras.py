@@ -79,6 +79,17 @@ def test_augmentation_kinds_and_ranges():
     brighter = grey.copy()
     VideoAugmentation(brightness=1.2, hue=0.1, saturation=0.8, contrast=1.2).apply(brighter)
     assert (brighter == 120).all()  # grey stays grey under hue, saturation and contrast
+    dot = np.zeros((1, 101, 101, 3), np.uint8)
+    dot[0, 48:53, 85:90] = 255  # right of the centre
+    below = np.ascontiguousarray(dot.transpose(0, 2, 1, 3))  # below the centre
+    # Directions and amounts as the reference's warp (measured with albumentations 2.0.8 in its venv).
+    for draw, image, centre in [(VideoAugmentation(rotate=20.0), dot, (37.4, 84.7)),
+                                (VideoAugmentation(shear=(10.0, 0.0)), below, (87.0, 43.5)),
+                                (VideoAugmentation(shear=(0.0, 10.0)), dot, (43.5, 87.0))]:  # fmt: skip
+        warped = image.copy()
+        draw.apply(warped)
+        rows, cols = np.nonzero(warped[0, ..., 0] > 100)
+        assert abs(rows.mean() - centre[0]) < 0.5 and abs(cols.mean() - centre[1]) < 0.5
     turned = frames[:1].copy()
     VideoAugmentation(rotate=2.0).apply(turned)
     assert np.abs(turned[:, 8:16, 8:16].astype(int) - frames[:1, 8:16, 8:16]).mean() > 0
