@@ -4,6 +4,10 @@ Builds a small 224x224 synthetic dataset in a temporary dir, then decodes every 
 ways in the same run and prints frames/s and the ratio (target >= 0.95). The baseline is what a
 user would write by hand: open the bytes, decode, `to_ndarray(format="rgb24")`, stack.
 
+The resize case reads the same chunks at 128x128 (the VPT configs' size), one decode thread, with
+each ``resize_interpolation`` next to reading at the stored size: medians (and ranges) of
+interleaved repetitions.
+
     python benchmarks/bench_store.py [--episodes 6] [--frames 160] [--repeats 3]
 """
 
@@ -57,17 +61,46 @@ def best_rate(fn, repeats: int) -> float:
     return max(rates)
 
 
+def resize_case(dataset: str, repeats: int) -> None:
+    cases = {
+        "stored 224x224": (None, "linear"),
+        "128x128 linear": ((128, 128), "linear"),
+        "128x128 antialias": ((128, 128), "antialias"),
+    }
+    stores = {
+        label: TrajectoryStore(dataset, modalities=("image",), resize_interpolation=interpolation)
+        for label, (_, interpolation) in cases.items()
+    }
+    rates: dict[str, list[float]] = {label: [] for label in cases}
+    for _ in range(repeats):
+        for label, (size, _) in cases.items():
+            store = stores[label]
+            start = time.perf_counter()
+            frames = sum(len(store.read(e, "image", 0, n, size=size)) for e, n in store.episodes.items())
+            rates[label].append(frames / (time.perf_counter() - start))
+    base = float(np.median(rates["stored 224x224"]))
+    for label, values in rates.items():
+        median = float(np.median(values))
+        print(
+            f"[resize, 1 thread] {label:18s} {median:8.1f} frames/s "
+            f"(range {min(values):.1f}-{max(values):.1f}), {1e3 / median:.3f} ms/frame, "
+            f"{median / base:.2f}x the stored-size read"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=6)
     parser.add_argument("--frames", type=int, default=160)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--resize-only", action="store_true", help="run only the resize case")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         with DatasetWriter(tmp, image_preset="veryfast") as writer:
             for index in range(args.episodes):
                 writer.write(Episode(f"ep{index}", image=synthetic_frames(args.frames, index)))
-        for threads in (1, 0):
+        resize_case(tmp, args.repeats)
+        for threads in () if args.resize_only else (1, 0):
             store = TrajectoryStore(tmp, modalities=("image",), decode_threads=threads)
             chunks = [
                 store.raw_chunk(name, "image", start)

@@ -57,6 +57,9 @@ DATA_PARAMS = (
     "seed",
     "on_error",
     "decode_threads",
+    "resize_interpolation",
+    "enable_contractor_info",
+    "enable_video_aug",
 )
 
 

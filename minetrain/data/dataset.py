@@ -17,6 +17,16 @@ into the batch tensors (names as in docs/architecture.md, "Batch"); ``dataset[i]
 ``[i]`` without its batch axis. Padded frames have ``mask`` 0, ``timestamp`` -1, zero images and
 actions and no condition (``obj_id`` -1, empty mask).
 
+Frames stored at another size than ``frame_width`` x ``frame_height`` are resized as the reference
+resizes them (``resize_interpolation='linear'``, OpenCV's INTER_LINEAR pixels, see
+``store/codecs.py``); ``'antialias'`` resizes with FFmpeg's swscale instead.
+
+Opt-in fields, named as the reference names them: ``enable_contractor_info`` adds ``meta_info``
+(field -> one list of ``win_len`` per-frame values per window, None on padding frames, as the
+reference batches it; episodes without meta_info are then not usable); ``enable_video_aug``
+augments each window's frames with one draw of the reference's colour jitter and affine warp
+(``augment.py``), a pure function of (seed, epoch, window).
+
 Bad data: reading a window whose chunk is missing or corrupt raises the store's ``DataError``
 (naming dataset, modality part, episode and chunk). With ``on_error='skip'`` the window is logged
 and replaced by an all-padding window (``mask`` all 0, ``first`` set, ``timestamp`` -1): it adds
@@ -29,7 +39,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+import random
+from collections.abc import Collection, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -37,6 +48,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from minetrain.actions import CAMERA_KEY, ENV_KEYS, env_to_agent
+from minetrain.data.augment import VideoAugmentation
 from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng, no_condition
 from minetrain.data.store import TrajectoryStore
@@ -48,14 +60,29 @@ ON_ERROR = ("raise", "skip")
 
 
 def split_episodes(
-    episodes: Sequence[str], split: str, split_ratio: float, shuffle: bool, seed: int
+    episodes: Sequence[str],
+    split: str,
+    split_ratio: float,
+    shuffle: bool,
+    seed: int,
+    apart: Collection[str] = (),
 ) -> list[str]:
-    """The episodes of ``split``: train is the first ``int(n * split_ratio)`` of the (seeded) shuffle."""
-    order = list(episodes)
-    if shuffle:
-        order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
-    divider = int(len(order) * split_ratio)
-    return order[:divider] if split == "train" else order[divider:]
+    """The episodes of ``split``: train is the first ``int(n * split_ratio)`` of the (seeded) shuffle.
+
+    The shuffle is Python's ``random.Random(seed).shuffle`` of the name-sorted episodes, the one the
+    reference (MineStudio) uses, so both libraries hold out the same validation episodes. Episodes
+    in ``apart`` (those the reference leaves out: their modalities disagree on their length) are
+    split the same way among themselves and appended, so they do not move the others.
+    """
+
+    def cut(order: list[str]) -> list[str]:
+        if shuffle:
+            random.Random(seed).shuffle(order)
+        divider = int(len(order) * split_ratio)
+        return order[:divider] if split == "train" else order[divider:]
+
+    extra = set(apart)
+    return cut([e for e in episodes if e not in extra]) + cut([e for e in episodes if e in extra])
 
 
 def aggregate_actions(action: dict[str, np.ndarray], stride: int) -> dict[str, np.ndarray]:
@@ -118,6 +145,9 @@ class RawDataset(Dataset):
         seed: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
         decode_threads: int = 1,
+        resize_interpolation: str = "linear",
+        enable_contractor_info: bool = False,
+        enable_video_aug: bool = False,
     ) -> None:
         super().__init__()
         if win_len < 1 or skip_frame < 1:
@@ -141,10 +171,26 @@ class RawDataset(Dataset):
         self.split = split
         self.seed = int(seed)
         self.on_error = on_error
+        self.enable_contractor_info = enable_contractor_info
+        self.enable_video_aug = enable_video_aug
         modalities = ("image", "action", "segmentation") if enable_segment else ("image", "action")
-        self.store = TrajectoryStore(dataset_dirs, modalities=modalities, decode_threads=decode_threads)
+        if enable_contractor_info:
+            modalities += ("meta_info",)
+        self.store = TrajectoryStore(
+            dataset_dirs,
+            modalities=modalities,
+            decode_threads=decode_threads,
+            resize_interpolation=resize_interpolation,
+        )
         self.dataset_dirs = self.store.dataset_dirs
-        names = split_episodes(list(self.store.episodes), split, split_ratio, shuffle_episodes, self.seed)
+        names = split_episodes(
+            list(self.store.episodes),
+            split,
+            split_ratio,
+            shuffle_episodes,
+            self.seed,
+            apart=self.store.length_mismatches,
+        )
         self.episode_lengths = [self.store.episodes[name] for name in names]
         self.episodes = names
         span = self.win_len * self.skip_frame
@@ -223,8 +269,16 @@ class RawDataset(Dataset):
                 if masks is not None:
                     masks[:] = np.roll(masks, span.padding, axis=0)
                 fields = _shift_right(fields, span.padding)
+            if self.enable_video_aug:
+                real = np.flatnonzero(fields["mask"])  # contiguous; none in a skipped window
+                if real.size:
+                    frames = image[row][real[0] : real[-1] + 1]
+                    VideoAugmentation.draw(self.seed, epoch, span.index).apply(frames)
             windows.append({**fields, **self._item_fields(span)})
+        meta_info = [window.pop("meta_info") for window in windows] if self.enable_contractor_info else None
         batch = _stack(windows)
+        if meta_info is not None:
+            batch["meta_info"] = _stack_meta_info(meta_info, self.win_len)
         batch["image"] = buffers["image"]
         batch["agent_action"] = _agent_action(batch["env_action"])
         if self.enable_prev_action:
@@ -300,6 +354,9 @@ class RawDataset(Dataset):
         fields["first"] = fields["timestamp"] == 0
         if self.enable_prev_action:
             fields["env_prev_action"] = self._previous_actions(episode, start, real, where)
+        if self.enable_contractor_info:
+            frames = self.store.read(episode, "meta_info", start, stop)[::k]
+            fields["meta_info"] = meta_info_rows(frames, length)
         if obj_mask is not None:
             segments = self.store.read(episode, "segmentation", start, stop)
             rng = item_rng(self.seed, epoch, span.index)
@@ -349,6 +406,8 @@ class RawDataset(Dataset):
             fields["env_prev_action"] = zero_env_action(length)
         if self.enable_segment:
             fields["segment"] = no_condition(length)
+        if self.enable_contractor_info:
+            fields["meta_info"] = {}
         return fields
 
 
@@ -379,6 +438,25 @@ def _shift_right(value: Any, steps: int) -> Any:
     if isinstance(value, list):
         return value[-steps:] + value[:-steps]
     return value
+
+
+def meta_info_rows(frames: Sequence[Any], length: int) -> dict[str, list[Any]]:
+    """Per-frame meta_info as the reference batches it: field -> ``length`` values, None where absent.
+
+    Fields are those of any frame of the window; padding frames and frames without a field get None.
+    """
+    keys = dict.fromkeys(key for frame in frames if isinstance(frame, dict) for key in frame)
+    return {
+        key: [frame.get(key) if isinstance(frame, dict) else None for frame in frames]
+        + [None] * (length - len(frames))
+        for key in keys
+    }
+
+
+def _stack_meta_info(windows: list[dict[str, list[Any]]], length: int) -> dict[str, list[list[Any]]]:
+    """Batch per-window meta_info: field -> one list per window, all-None for windows without it."""
+    keys = dict.fromkeys(key for window in windows for key in window)
+    return {key: [window.get(key, [None] * length) for window in windows] for key in keys}
 
 
 def _agent_action(env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -82,6 +82,9 @@ class EventDataset(RawDataset):
         seed: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
         decode_threads: int = 1,
+        resize_interpolation: str = "linear",
+        enable_contractor_info: bool = False,
+        enable_video_aug: bool = False,
     ) -> None:
         if min_nearby is not None and (not isinstance(min_nearby, int) or min_nearby < 0):
             raise ConfigError(f"min_nearby must be a frame count >= 0 or None, got {min_nearby!r}")
@@ -104,6 +107,9 @@ class EventDataset(RawDataset):
             seed=seed,
             on_error=on_error,
             decode_threads=decode_threads,
+            resize_interpolation=resize_interpolation,
+            enable_contractor_info=enable_contractor_info,
+            enable_video_aug=enable_video_aug,
         )
         self.event_regex = event_regex
         self.bias = int(bias)

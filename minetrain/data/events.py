@@ -11,6 +11,9 @@ Where occurrences come from:
 * ``segmentation``: every interaction (an interaction key with its ``frame_range``) is one
   occurrence of its event at the last frame of that range, the frame where the interaction
   completes (the last frame showing the key when the range is missing or runs past the episode).
+  The event is named by the interaction's ``event`` (``minecraft.mine_block:minecraft.oak_log``),
+  as the reference's event index names it, so ``event_regex='minecraft.mine_block:.*'`` selects
+  it; the key's last element (the interaction type in published data) only when ``event`` is absent.
 
 Both usually describe the same moments, one or two frames apart, so for one episode and one event
 name meta_info wins when it reports that name at all; segmentation fills in the rest (datasets
@@ -21,7 +24,9 @@ JSON (as uint8) with the event names, their counts, the indexed episodes and, pe
 source modalities were indexed (a bit mask); ``e<i>`` is an (n, 2) int32 array of (episode id,
 frame) for event ``i``. Members load lazily, so a query reads only the events its regex selects.
 An episode is (re)indexed when a source modality holds it that the index has not read yet, which
-also covers segmentation attached after the first run.
+also covers segmentation attached after the first run. ``index-events`` rebuilds an index of an
+older version (version 1 named segmentation events by the key's type); reading one is a one-line
+error that says to rebuild it.
 
 The reference library writes its own index as an LMDB in ``<dataset dir>/event/`` (keys
 ``__event_info__``, ``__codebook__`` and ``str((event, i))`` -> (episode or code, frame, value),
@@ -51,16 +56,22 @@ from minetrain.errors import ConfigError, DataError
 INDEX_NAME = "event_index.npz"
 REFERENCE_INDEX_NAME = "event"
 FORMAT = "minetrain.event_index"
-VERSION = 1
+# Version 2 names segmentation events by the interaction's full event; version 1 used the key's type.
+VERSION = 2
 SOURCES = {"segmentation": 1, "meta_info": 2}
 BUILD_COMMAND = "minetrain data index-events"
 
 
 def _event_name(key: object, value: object) -> str | None:
+    """The interaction's full event (``minecraft.mine_block:minecraft.oak_log``), else its key's last element.
+
+    Published keys end with the interaction type only (``minecraft.mine_block``); the value's
+    ``event`` is the name the reference's event index and ``event_regex`` conventions use.
+    """
+    if isinstance(value, Mapping) and isinstance(value.get("event"), str) and value["event"]:
+        return value["event"]
     if isinstance(key, tuple) and key and isinstance(key[-1], str):
         return key[-1]
-    if isinstance(value, Mapping) and isinstance(value.get("event"), str):
-        return value["event"]
     return None
 
 
@@ -150,7 +161,7 @@ def _bad_index(path: Path, why: str) -> DataError:
     )
 
 
-def _read_meta(path: Path) -> dict:
+def _raw_meta(path: Path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(archive["meta"].tobytes().decode())
@@ -158,9 +169,24 @@ def _read_meta(path: Path) -> dict:
         raise _bad_index(path, f"{type(exc).__name__}: {str(exc)[:80]}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _bad_index(path, "unknown format")
-    if meta.get("version") != VERSION:
-        raise _bad_index(path, f"version {meta.get('version')}, this minetrain reads {VERSION}")
     return meta
+
+
+def _read_meta(path: Path) -> dict:
+    meta = _raw_meta(path)
+    if meta.get("version") != VERSION:
+        old = " (it named segmentation events by interaction type only)" if meta.get("version") == 1 else ""
+        raise _bad_index(path, f"version {meta.get('version')}{old}, this minetrain reads {VERSION}")
+    return meta
+
+
+def _outdated(path: Path) -> bool:
+    """Whether ``path`` is an index written by an older minetrain, which ``index_events`` rebuilds."""
+    try:
+        version = _raw_meta(path).get("version")
+    except DataError:
+        return False
+    return isinstance(version, int) and version < VERSION
 
 
 def _load_own(path: Path) -> EventIndex:
@@ -339,7 +365,8 @@ def index_events(
     on_plan: Callable[[int], None] | None = None,
     on_item: Callable[[str], None] | None = None,
 ) -> IndexReport:
-    """Index the episodes of ``dataset_dir`` that the index lacks (all of them with ``rebuild``).
+    """Index the episodes of ``dataset_dir`` that the index lacks (all of them with ``rebuild``, or
+    when the index was written by an older minetrain: the index migrates by being rebuilt).
 
     The index is rewritten every ``save_every`` episodes and at the end, so an interrupted run keeps
     its progress; the dataset's write lock is held throughout. An episode whose chunks do not read
@@ -362,6 +389,7 @@ def index_events(
             for name in episodes:
                 available[name] = available.get(name, 0) | SOURCES[modality]
         path = dataset_dir / INDEX_NAME
+        rebuild = rebuild or _outdated(path)
         state = _IndexState(None if rebuild or not path.exists() else _load_own(path))
         done = {name: state.sources[i] for name, i in state.ids.items()}
         todo = [name for name in sorted(available) if available[name] & ~done.get(name, 0)]

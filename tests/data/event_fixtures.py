@@ -53,7 +53,8 @@ def make_episode(
     for number, (event, first, last) in enumerate(interactions):
         action["attack"][last] = 1
         for frame in range(first, last + 1):
-            segmentation[frame][(str(number), event)] = {
+            # Keyed as published data is: the key ends with the interaction type, ``event`` is in full.
+            segmentation[frame][(str(number), event.split(":", 1)[0])] = {
                 "obj_id": 2,
                 "rle_mask": "1 640",
                 "event": event,

@@ -290,3 +290,37 @@ def test_index_written_by_the_reference_converter_matches_ours(tmp_path: Path) -
             writer.write(Episode(name, meta_info=meta))
     index_events(out)
     assert _listing(out) == _listing(REFERENCE_FIXTURE)
+
+
+def test_segmentation_events_are_named_by_the_full_event_not_the_key_type() -> None:
+    value = {"obj_id": 2, "rle_mask": "1 1", "event": MINE_LOG, "frame_range": (0, 1)}
+    assert segmentation_events([{("0", "minecraft.mine_block"): value}, {}]) == {MINE_LOG: [1]}
+    unnamed = {key: v for key, v in value.items() if key != "event"}
+    type_only = {"minecraft.mine_block": [1]}
+    assert segmentation_events([{("0", "minecraft.mine_block"): unnamed}, {}]) == type_only
+
+
+def test_the_references_regex_convention_selects_segmentation_events(dataset: Path) -> None:
+    # ep-a, ep-c and ep-d have no meta_info events: their occurrences come from segmentation only.
+    found = query_events([dataset], "minecraft.mine_block:.*")
+    assert found.event_names == [MINE_LOG, MINE_STONE]
+    assert {found.episodes[i] for i in found.episode.tolist()} >= {"ep-a", "ep-c", "ep-d"}
+
+
+def test_an_index_of_version_1_is_a_one_line_error_and_index_events_rebuilds_it(tmp_path: Path) -> None:
+    out = write_event_dataset(tmp_path / "ds", names=["ep-a"])
+    index_events(out)
+    path = out / INDEX_NAME
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    meta.update(version=1, events=["minecraft.kill_entity", "minecraft.mine_block"])
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(DataError) as info:
+        load_event_index(out)
+    message = str(info.value)
+    assert "\n" not in message and "version 1" in message and f"index-events {out} --rebuild" in message
+    report = index_events(out)
+    assert report.indexed == ["ep-a"]
+    assert event_counts(out) == {MINE_LOG: 3, KILL: 1}

@@ -19,7 +19,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from minetrain.data.store.layout import PICKLE_PROTOCOL
-from minetrain.errors import DataError
+from minetrain.errors import ConfigError, DataError
 
 DEFAULT_CRF = 23
 DEFAULT_PRESET = "medium"
@@ -67,16 +67,107 @@ def _scaler_takes_threads() -> bool:
     return True
 
 
+INTERPOLATIONS = ("linear", "antialias")
+# OpenCV's INTER_LINEAR on uint8 works in fixed point: weights are integers scaled by 2 ** 11.
+_COEF_BITS = 11
+
+
+def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and fixed-point weights of each output pixel along one axis, as OpenCV computes them.
+
+    Pixel centres are aligned (source coordinate ``(x + 0.5) * src / dst - 0.5``, in float32 as
+    OpenCV does), coordinates past either edge take the edge pixel, and weights are rounded to
+    integers out of 2048 half to even (OpenCV's ``saturate_cast<short>``).
+    """
+    position = ((np.arange(dst) + 0.5) * (src / dst) - 0.5).astype(np.float32)
+    first = np.floor(position).astype(np.int64)
+    frac = position - first.astype(np.float32)
+    outside = (first < 0) | (first >= src - 1)
+    frac[outside] = 0
+    first = np.clip(first, 0, src - 1)
+    second = np.minimum(first + 1, src - 1)
+    scale = np.float32(1 << _COEF_BITS)
+    weight_second = np.rint(frac * scale).astype(np.int32)
+    weight_first = np.rint((np.float32(1) - frac) * scale).astype(np.int32)
+    return first, second, weight_first, weight_second
+
+
+class LinearResize:
+    """Resize (H, W, C) uint8 frames to the pixels of OpenCV's ``cv2.resize(..., INTER_LINEAR)``.
+
+    The reference library resizes decoded frames with OpenCV; this reproduces its fixed-point
+    arithmetic (horizontal pass, then the vertical one with its shifts and rounding) in numpy, so
+    minetrain feeds the model the same pixels without depending on OpenCV. Bilinear without
+    antialiasing: shrinking by more than 2x skips source pixels, as OpenCV does. One instance
+    keeps its work buffers (halving the time per frame) and returns the same output array on every
+    call, so use one per thread and copy results that must outlive the next call.
+    """
+
+    def __init__(self, src: tuple[int, int], dst: tuple[int, int], channels: int = 3) -> None:
+        (src_w, src_h), (width, height) = src, dst
+        x0, x1, a0, a1 = _linear_taps(src_w, width)
+        self.y0, self.y1, b0, b1 = _linear_taps(src_h, height)
+        lanes = np.arange(channels)
+        # Columns index the flattened (W * C) row, so every gather runs along the contiguous axis.
+        self.x0, self.x1 = (x0[:, None] * channels + lanes).ravel(), (x1[:, None] * channels + lanes).ravel()
+        self.a0, self.a1 = np.repeat(a0, channels), np.repeat(a1, channels)
+        self.b0, self.b1 = b0[:, None], b1[:, None]
+        # Weights that sum to at most 2048 cannot leave [0, 255]; OpenCV saturates otherwise.
+        one = 1 << _COEF_BITS
+        self.saturate = bool((a0 + a1 > one).any() or (b0 + b1 > one).any())
+        self.src_shape = (src_h, src_w * channels)
+        self.gathered = np.empty((2, src_h, width * channels), dtype=np.uint8)
+        self.horizontal = np.empty((2, src_h, width * channels), dtype=np.int32)
+        self.vertical = np.empty((2, height, width * channels), dtype=np.int32)
+        self.out = np.empty((height, width, channels), dtype=np.uint8)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        rows = frame.reshape(self.src_shape)
+        (left, right), (horizontal, scratch), (top, bottom) = self.gathered, self.horizontal, self.vertical
+        np.take(rows, self.x0, axis=1, out=left)
+        np.take(rows, self.x1, axis=1, out=right)
+        np.multiply(left, self.a0, out=horizontal)
+        np.multiply(right, self.a1, out=scratch)
+        horizontal += scratch
+        horizontal >>= 4
+        np.take(horizontal, self.y0, axis=0, out=top)
+        np.take(horizontal, self.y1, axis=0, out=bottom)
+        top *= self.b0
+        top >>= 16
+        bottom *= self.b1
+        bottom >>= 16
+        top += bottom
+        top += 2
+        top >>= 2
+        if self.saturate:
+            np.clip(top, 0, 255, out=top)
+        np.copyto(self.out.reshape(top.shape), top, casting="unsafe")
+        return self.out
+
+
+def check_interpolation(interpolation: str) -> str:
+    """``interpolation`` if it names one of ``INTERPOLATIONS``, else a one-line ``ConfigError``."""
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(
+            f"resize_interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}"
+        )
+    return interpolation
+
+
 def iter_video_frames(
-    data: bytes, size: tuple[int, int] | None = None, threads: int = 1
+    data: bytes, size: tuple[int, int] | None = None, threads: int = 1, interpolation: str = "linear"
 ) -> Iterator[np.ndarray]:
     """Yield the frames of an MP4 as (H, W, 3) uint8 RGB arrays, resized to ``size`` = (width, height).
 
-    One reformatter serves every frame, so colour conversion and resizing reuse one swscale
-    context. Each array is a view of PyAV's frame buffer: copy it if it must outlive the loop.
+    ``interpolation``: ``"linear"`` gives the reference's pixels (OpenCV INTER_LINEAR, see
+    ``LinearResize``); ``"antialias"`` lets FFmpeg's swscale resize while it converts colours
+    (its bilinear filter widens when shrinking, so every source pixel counts: smoother frames,
+    and cheaper). One reformatter serves every frame, so colour conversion reuses one swscale
+    context. Each array may be a view of PyAV's frame buffer: copy it if it must outlive the loop.
     Raises ``av.FFmpegError`` on corrupt data; callers add the context.
     """
-    width, height = size if size is not None else (None, None)
+    check_interpolation(interpolation)
+    width, height = size if size is not None and interpolation == "antialias" else (None, None)
     reformatter = VideoReformatter()
     scaling = {"threads": threads} if _scaler_takes_threads() else {}
     with av.open(io.BytesIO(data), mode="r") as container:
@@ -86,15 +177,23 @@ def iter_video_frames(
         stream.codec_context.thread_count = threads
         if threads != 1:
             stream.thread_type = "AUTO"
+        resize: LinearResize | None = None
         for frame in container.decode(stream):
             rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", **scaling)
-            yield rgb.to_ndarray()
+            array = rgb.to_ndarray()
+            if size is not None and width is None and (frame.width, frame.height) != tuple(size):
+                if resize is None:
+                    resize = LinearResize((frame.width, frame.height), size)
+                array = resize(array)
+            yield array
 
 
-def decode_video(data: bytes, size: tuple[int, int] | None = None, threads: int = 1) -> np.ndarray:
+def decode_video(
+    data: bytes, size: tuple[int, int] | None = None, threads: int = 1, interpolation: str = "linear"
+) -> np.ndarray:
     """Decode an MP4 to (N, H, W, 3) uint8 RGB, optionally resized to ``size`` = (width, height)."""
     try:
-        frames = [frame.copy() for frame in iter_video_frames(data, size, threads)]
+        frames = [frame.copy() for frame in iter_video_frames(data, size, threads, interpolation)]
     except av.FFmpegError as exc:
         raise DataError(f"video chunk of {len(data)} bytes does not decode ({exc}); re-convert it") from None
     if not frames:

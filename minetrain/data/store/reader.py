@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from minetrain.data.store import layout
-from minetrain.data.store.codecs import iter_video_frames
+from minetrain.data.store.codecs import check_interpolation, iter_video_frames
 from minetrain.data.store.handles import read_part_info, reader_env
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import ConfigError, DataError
@@ -70,17 +70,22 @@ def _as_dirs(dataset_dirs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 
 
 class TrajectoryStore:
-    """Episodes of one or more dataset dirs, readable per modality and frame range."""
+    """Episodes of one or more dataset dirs, readable per modality and frame range.
+
+    ``resize_interpolation`` is how images read at another ``size`` are resized (``codecs.INTERPOLATIONS``).
+    """
 
     def __init__(
         self,
         dataset_dirs: str | os.PathLike | Sequence[str | os.PathLike],
         modalities: Sequence[str] = DEFAULT_MODALITIES,
         decode_threads: int = 1,
+        resize_interpolation: str = "linear",
     ) -> None:
         self.dataset_dirs = _as_dirs(dataset_dirs)
         self.modalities = tuple(modalities)
         self.decode_threads = decode_threads
+        self.resize_interpolation = check_interpolation(resize_interpolation)
         unknown = [m for m in self.modalities if m not in layout.MODALITIES]
         if unknown or not self.modalities:
             raise ConfigError(
@@ -313,8 +318,9 @@ class TrajectoryStore:
             expected = min(size_c, location.num_frames - chunk_start)
             lo, hi = max(start - chunk_start, 0), min(stop - chunk_start, expected)
             decoded = 0
+            frames = iter_video_frames(data, size, self.decode_threads, self.resize_interpolation)
             try:
-                for index, frame in enumerate(iter_video_frames(data, size, self.decode_threads)):
+                for index, frame in enumerate(frames):
                     if index >= lo:
                         if out is None:
                             out = np.empty((stop - start, *frame.shape), dtype=np.uint8)
