@@ -158,7 +158,7 @@ class MineLightning(L.LightningModule):
         self.min_lr_ratio = min_lr_ratio
         self.seed = _default_seed() if seed is None else int(seed)
         self.slot_memory = {stage: SlotMemory() for stage in STAGES}
-        # Episodes of the windows skipped for bad data: this rank's in the current epoch, all ranks' in fit.
+        # Episodes of the windows this rank skipped for bad data in the current epoch; counts over the fit.
         self._skipped_now: dict[str, list[str]] = {stage: [] for stage in STAGES}
         self._skipped_in_fit: dict[str, int] = dict.fromkeys(STAGES, 0)
         optim = {
@@ -264,23 +264,25 @@ class MineLightning(L.LightningModule):
             )
         return batch
 
+    def _rank_prefix(self) -> str:
+        return f"rank {self.global_rank}: " if self.trainer.world_size > 1 else ""
+
     def _report_skipped_windows(self, stage: str) -> None:
-        """Say how many windows of the epoch (all ranks) the loader skipped because of bad data, and where.
+        """Say how many windows of the epoch this rank's loader skipped because of bad data, and where.
 
         The loader cannot say it: Lightning stops iterating a sized loader after its last batch, before
-        the loader's own end-of-pass code runs.
+        the loader's own end-of-pass code runs. Each rank reports its own windows: a collective here
+        would meet another rank's lazily computed epoch metrics (rank 0's progress bar computes them
+        earlier in the hook order than the other ranks do) and hang.
         """
         episodes, self._skipped_now[stage] = self._skipped_now[stage], []
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, episodes)
-            episodes = [episode for rank in gathered for episode in rank]
         self._skipped_in_fit[stage] += len(episodes)
-        if episodes and self.trainer.is_global_zero:
+        if episodes:
             counts = ", ".join(f"{name} ({n})" for name, n in sorted(Counter(episodes).items()))
             log.warning(
-                "epoch %d: %d %s window(s) skipped because of bad data (on_error='skip'), in episodes "
+                "%sepoch %d: %d %s window(s) skipped because of bad data (on_error='skip'), in episodes "
                 "%s; the 'skipping window' warnings name their chunks",
+                self._rank_prefix(),
                 self.current_epoch,
                 len(episodes),
                 STAGE_NAMES[stage],
@@ -298,10 +300,11 @@ class MineLightning(L.LightningModule):
         self._skipped_in_fit = dict.fromkeys(STAGES, 0)
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero and any(self._skipped_in_fit.values()):
+        if any(self._skipped_in_fit.values()):
             log.warning(
-                "this run skipped %d training and %d validation window(s) because of bad data "
+                "%sthis run skipped %d training and %d validation window(s) because of bad data "
                 "(on_error='skip'); see the per-epoch counts above",
+                self._rank_prefix(),
                 self._skipped_in_fit["train"],
                 self._skipped_in_fit["val"],
             )
