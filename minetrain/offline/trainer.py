@@ -17,6 +17,7 @@ from minetrain.errors import CheckpointError, ConfigError, TrainingError
 from minetrain.offline.checkpoint_io import install_checkpoint_io
 from minetrain.offline.memory import SlotMemory
 from minetrain.offline.mine_callbacks import ObjectiveCallback
+from minetrain.offline.mine_callbacks.objective import LAYOUTS, reference_layout
 from minetrain.offline.optim import SCHEDULES, build_scheduler, param_groups
 from minetrain.offline.utils import convert_to_normal
 
@@ -81,8 +82,10 @@ def _mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.T
 class MineLightning(L.LightningModule):
     """Offline training of ``mine_policy`` on the summed losses of objective callbacks.
 
-    - AdamW (weight decay on weight matrices only, see ``minetrain.offline.optim``), linear warmup
-      over ``warmup_steps`` then a constant rate, or a cosine decay with ``lr_schedule="cosine"``.
+    - AdamW with weight decay on every parameter (as the reference; ``weight_decay_matrices_only=True``
+      decays weight matrices only, see ``minetrain.offline.optim``), linear warmup over
+      ``warmup_steps`` (step 0 at ``1 / warmup_steps`` of the rate) then a constant rate, or a cosine
+      decay with ``lr_schedule="cosine"``.
     - The policy's recurrent memory is carried per batch slot from batch to batch and detached in
       between (truncated BPTT); a slot restarts from empty memory when its episode changes or its
       window does not continue the previous one. Training and validation keep separate memory;
@@ -107,6 +110,7 @@ class MineLightning(L.LightningModule):
         lr_schedule: str = "constant",
         min_lr_ratio: float = 0.0,
         seed: int | None = None,
+        weight_decay_matrices_only: bool = False,
     ) -> None:
         super().__init__()
         objectives = list(callbacks)
@@ -121,6 +125,11 @@ class MineLightning(L.LightningModule):
                     f"MineLightning callbacks must be ObjectiveCallback objectives, got "
                     f"{type(objective).__name__}; Lightning callbacks (EMA, checkpoints) go to "
                     "L.Trainer(callbacks=...)"
+                )
+            if objective.layout not in LAYOUTS:
+                raise ConfigError(
+                    f"objective {type(objective).__name__} has layout={objective.layout!r}; expected one of "
+                    f"{', '.join(LAYOUTS)}"
                 )
         if not isinstance(log_freq, int) or log_freq < 1:
             raise ConfigError(f"MineLightning log_freq={log_freq!r}; expected an integer >= 1")
@@ -149,6 +158,7 @@ class MineLightning(L.LightningModule):
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.min_lr_ratio = min_lr_ratio
+        self.weight_decay_matrices_only = bool(weight_decay_matrices_only)
         self.seed = _default_seed() if seed is None else int(seed)
         self.slot_memory = {stage: SlotMemory() for stage in STAGES}
         optim = {
@@ -157,6 +167,7 @@ class MineLightning(L.LightningModule):
             "warmup_steps": warmup_steps,
             "lr_schedule": lr_schedule,
             "min_lr_ratio": min_lr_ratio,
+            "weight_decay_matrices_only": self.weight_decay_matrices_only,
             "log_freq": log_freq,
             "objectives": {
                 name: {"class": type(obj).__name__, **_plain_attributes(obj)}
@@ -183,18 +194,26 @@ class MineLightning(L.LightningModule):
             batch = objective.before_step(batch, batch_idx, stage)
         latents, memory_out = self.mine_policy(batch, memory)
         slots.update(batch, memory_out)
+        views = {"native": (batch, latents)}
+        if any(objective.layout == "reference" for objective in self.objectives):
+            views["reference"] = reference_layout(batch, latents)
         metrics: dict[str, torch.Tensor] = {}
+        summed: dict[str, torch.Tensor] = {}
         total = None
         for name, objective in zip(self.objective_names, self.objectives, strict=True):
-            result = objective(batch, batch_idx, stage, latents, self.mine_policy)
+            seen_batch, seen_latents = views[objective.layout]
+            result = objective(seen_batch, batch_idx, stage, seen_latents, self.mine_policy)
             if "loss" not in result:
                 raise ConfigError(
                     f"objective {type(objective).__name__} returned no 'loss' (keys: {sorted(result)})"
                 )
             total = result["loss"] if total is None else total + result["loss"]
-            metrics.update(
-                {f"{name}/{key}": torch.as_tensor(value).detach() for key, value in result.items()}
-            )
+            for key, value in result.items():
+                value = torch.as_tensor(value).detach()
+                metrics[f"{name}/{key}"] = value
+                summed[key] = value if key not in summed else summed[key] + value
+        # The reference's names: each key summed over the objectives.
+        metrics.update(summed)
         metrics["loss"] = total.detach()
         return {"loss": total, "metrics": metrics}
 
@@ -270,7 +289,8 @@ class MineLightning(L.LightningModule):
     # ------------------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(
-            param_groups(self.mine_policy, self.weight_decay), lr=self.learning_rate
+            param_groups(self.mine_policy, self.weight_decay, self.weight_decay_matrices_only),
+            lr=self.learning_rate,
         )
         total = self.trainer.estimated_stepping_batches if self.lr_schedule == "cosine" else 0
         scheduler = build_scheduler(
