@@ -1,4 +1,4 @@
-"""MineStudio-style objectives, optimiser groups and warmup, as the reference has them."""
+"""Objectives written in MineStudio's style run unchanged in MineLightning."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader
 from minetrain.models import RocketPolicy
 from minetrain.offline import MineLightning
 from minetrain.offline.mine_callbacks import BehaviorCloneCallback, ObjectiveCallback
-from minetrain.offline.optim import build_scheduler, param_groups
 
 TINY = {
     "backbone": "test_efficientnet",
@@ -96,33 +95,3 @@ def test_reference_style_objective_runs_unchanged_and_equals_behaviour_cloning()
     module = MineLightning(policy, callbacks=[ReferenceStyleBC(0.01)], warmup_steps=2)
     trainer.fit(module, train_dataloaders=DataLoader(_batches(3), batch_size=None))
     assert trainer.global_step == 3
-
-
-def test_every_parameter_is_decayed_by_default_and_matrices_only_on_request() -> None:
-    policy = RocketPolicy(**TINY)
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    (group,) = param_groups(policy, 0.001)
-    assert group["weight_decay"] == 0.001 and [id(p) for p in group["params"]] == [id(p) for p in trainable]
-    decay, no_decay = param_groups(policy, 0.001, matrices_only=True)
-    assert no_decay["weight_decay"] == 0.0 and id(policy.interaction.weight) in {
-        id(p) for p in no_decay["params"]
-    }
-    assert len(decay["params"]) + len(no_decay["params"]) == len(trainable)
-
-    module = MineLightning(policy, callbacks=[BehaviorCloneCallback()], weight_decay=0.001, warmup_steps=4)
-    module.trainer = L.Trainer(logger=False)
-    optimizer = module.configure_optimizers()["optimizer"]
-    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.001]
-
-
-def test_warmup_is_the_references_lambda() -> None:
-    """The reference's LambdaLR: factor min((step + 1) / warmup_steps, 1), so step 0 runs at lr / warmup."""
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([param], lr=1.0)
-    scheduler = build_scheduler(optimizer, warmup_steps=4, schedule="constant", total_steps=0, min_ratio=0.0)
-    seen = []
-    for _ in range(6):
-        seen.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert seen == [min((s + 1) / 4, 1.0) for s in range(6)]
