@@ -209,7 +209,8 @@ class MineLightning(L.LightningModule):
                 )
             total = result["loss"] if total is None else total + result["loss"]
             for key, value in result.items():
-                value = torch.as_tensor(value).detach()
+                # Plain numbers too (the reference's objectives return their weight as a float).
+                value = torch.as_tensor(value, device=self.device).detach()
                 metrics[f"{name}/{key}"] = value
                 summed[key] = value if key not in summed else summed[key] + value
         # The reference's names: each key summed over the objectives.
