@@ -332,6 +332,13 @@ class MineLightning(L.LightningModule):
                 f"checkpoint {path} holds weights only; resume from a full checkpoint "
                 "(save_weights_only=False), or load these weights into the policy and start a new run"
             )
+        groups = len(checkpoint["optimizer_states"][0].get("param_groups", ()))
+        if groups != (2 if self.weight_decay_matrices_only else 1):
+            was = groups == 2
+            raise CheckpointError(
+                f"checkpoint {path} was trained with weight_decay_matrices_only={was}; resume with the same "
+                f"setting (optim.weight_decay_matrices_only={str(was).lower()})"
+            )
         saved = checkpoint.get(STATE_KEY)
         if saved is None:
             rank_zero_warn(f"checkpoint {path} has no recurrent memory state; training memory starts empty")

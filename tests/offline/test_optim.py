@@ -50,6 +50,19 @@ def test_every_parameter_is_decayed_by_default_and_matrices_only_on_request() ->
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.001]
 
 
+def test_resuming_with_the_other_weight_decay_grouping_is_one_error() -> None:
+    from minetrain.errors import CheckpointError
+
+    policy = RocketPolicy(**TINY_POLICY, timesteps=8)
+    old = MineLightning(policy, callbacks=[BehaviorCloneCallback()], weight_decay_matrices_only=True)
+    state = {"param_groups": [{"params": []}, {"params": []}], "state": {}}
+    checkpoint = {"state_dict": old.state_dict(), "optimizer_states": [state]}
+    old.on_load_checkpoint(checkpoint)
+    new = MineLightning(policy, callbacks=[BehaviorCloneCallback()])
+    with pytest.raises(CheckpointError, match=r"optim\.weight_decay_matrices_only=true"):
+        new.on_load_checkpoint(checkpoint)
+
+
 def test_warmup_then_constant_or_cosine() -> None:
     constant = [
         lr_factor(s, warmup_steps=4, schedule="constant", total_steps=0, min_ratio=0.0) for s in range(7)
