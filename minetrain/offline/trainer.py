@@ -17,7 +17,12 @@ from minetrain.errors import CheckpointError, ConfigError, TrainingError
 from minetrain.offline.checkpoint_io import install_checkpoint_io
 from minetrain.offline.memory import SlotMemory
 from minetrain.offline.mine_callbacks import ObjectiveCallback
-from minetrain.offline.mine_callbacks.objective import LAYOUTS, reference_layout
+from minetrain.offline.mine_callbacks.objective import (
+    LAYOUTS,
+    native_batch,
+    reference_batch,
+    reference_latents,
+)
 from minetrain.offline.optim import SCHEDULES, build_scheduler, param_groups
 from minetrain.offline.utils import convert_to_normal
 
@@ -191,12 +196,15 @@ class MineLightning(L.LightningModule):
         slots = self.slot_memory[stage]
         batch, memory = slots.prepare(batch)
         for objective in self.objectives:
-            batch = objective.before_step(batch, batch_idx, stage)
+            if objective.layout == "reference":
+                batch = native_batch(objective.before_step(reference_batch(batch), batch_idx, stage))
+            else:
+                batch = objective.before_step(batch, batch_idx, stage)
         latents, memory_out = self.mine_policy(batch, memory)
         slots.update(batch, memory_out)
         views = {"native": (batch, latents)}
         if any(objective.layout == "reference" for objective in self.objectives):
-            views["reference"] = reference_layout(batch, latents)
+            views["reference"] = (reference_batch(batch), reference_latents(latents))
         metrics: dict[str, torch.Tensor] = {}
         summed: dict[str, torch.Tensor] = {}
         total = None

@@ -31,6 +31,10 @@ class ReferenceStyleBC(ObjectiveCallback):
         self.weight = weight
         self.shapes: list[tuple] = []
 
+    def before_step(self, batch, batch_idx, step_name):  # type: ignore[no-untyped-def]
+        self.shapes.append(tuple(batch["agent_action"]["buttons"].shape))
+        return batch
+
     def __call__(self, batch, batch_idx, step_name, latents, mine_policy):  # type: ignore[no-untyped-def]
         agent_action, pi_logits = batch["agent_action"], latents["pi_logits"]
         self.shapes.append((tuple(agent_action["camera"].shape), tuple(pi_logits["camera"].shape)))
@@ -79,7 +83,7 @@ def test_reference_style_objective_runs_unchanged_and_equals_behaviour_cloning()
     module = MineLightning(policy, callbacks=[reference_style, BehaviorCloneCallback(0.01)])
     batch = _batches(1)[0]
     metrics = module._batch_step(batch, 0, "train")["metrics"]
-    assert reference_style.shapes == [((2, 4, 1), (2, 4, 1, 121))]
+    assert reference_style.shapes == [(2, 4, 1), ((2, 4, 1), (2, 4, 1, 121))]
     assert metrics["objective/loss"].item() == pytest.approx(metrics["bc/loss"].item(), rel=1e-5)
     assert metrics["objective/ref_entropy"].item() == pytest.approx(metrics["bc/entropy"].item(), rel=1e-5)
     assert metrics["objective/kl_self"].item() == pytest.approx(0.0, abs=1e-6)

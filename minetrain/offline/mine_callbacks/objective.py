@@ -16,7 +16,8 @@ class ObjectiveCallback(ABC):
     """One term of the training loss.
 
     ``MineLightning`` calls ``before_step`` on every objective before the policy runs (to add or
-    transform batch entries), then calls each objective with the policy outputs. The returned dict
+    transform batch entries; it sees the batch in the objective's ``layout``), then calls each
+    objective with the policy outputs. The returned dict
     must hold ``"loss"`` (already weighted); every entry is logged as ``<stage>/<key>`` summed over
     the objectives (the reference's names) and as ``<stage>/<name>/<key>``. The losses of all
     objectives are summed.
@@ -45,13 +46,30 @@ class ObjectiveCallback(ABC):
     ) -> dict[str, torch.Tensor]: ...
 
 
-def reference_layout(batch: Mapping[str, Any], latents: Mapping[str, Any]) -> tuple[dict, dict]:
-    """Views of ``batch`` and ``latents`` in the reference's layout (a trailing action dim of 1)."""
+_ACTION_KEYS = ("agent_action", "agent_prev_action")
+
+
+def _map_actions(batch: Mapping[str, Any], fn: Any) -> dict[str, Any]:
     batch = dict(batch)
-    for key in ("agent_action", "agent_prev_action"):
+    for key in _ACTION_KEYS:
         if isinstance(batch.get(key), Mapping):
-            batch[key] = {k: v[..., None] for k, v in batch[key].items()}
+            batch[key] = {k: fn(v) for k, v in batch[key].items()}
+    return batch
+
+
+def reference_batch(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """A view of ``batch`` with the reference's agent actions: a trailing dim of 1."""
+    return _map_actions(batch, lambda v: v[..., None])
+
+
+def native_batch(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`reference_batch`, for batches a reference-layout ``before_step`` returns."""
+    return _map_actions(batch, lambda v: v[..., 0])
+
+
+def reference_latents(latents: Mapping[str, Any]) -> dict[str, Any]:
+    """A view of ``latents`` with the reference's action log-probabilities: (B,T,1,C)."""
     latents = dict(latents)
     if isinstance(latents.get("pi_logits"), Mapping):
         latents["pi_logits"] = {k: v[..., None, :] for k, v in latents["pi_logits"].items()}
-    return batch, latents
+    return latents
