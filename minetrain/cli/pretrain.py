@@ -200,7 +200,7 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
     policy = RocketPolicy(**cfg.model)
     module = MineLightning(
         mine_policy=policy,
-        callbacks=[BehaviorCloneCallback(weight=cfg.objective_weight)],
+        callbacks=[BehaviorCloneCallback(weight=cfg.objective_weight, reduction=cfg.objective_reduction)],
         hyperparameters=convert_to_normal(cfg),
         **cfg.optim,
     )

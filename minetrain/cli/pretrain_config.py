@@ -221,9 +221,14 @@ def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
     from minetrain.models import RocketPolicy
     from minetrain.offline import MineLightning
     from minetrain.offline.lightning_callbacks import EMA
+    from minetrain.offline.mine_callbacks.behavior_clone import REDUCTIONS
 
     check_types(cfg)
     check_logger(str(cfg.logger))
+    if cfg.get("objective_reduction") not in REDUCTIONS:
+        raise ConfigError(
+            f"objective_reduction={cfg.get('objective_reduction')!r} is not one of {', '.join(REDUCTIONS)}"
+        )
     raw_dirs = cfg.data.dataset_dirs
     if raw_dirs is not None and not isinstance(raw_dirs, str) and not OmegaConf.is_list(raw_dirs):
         raise ConfigError(

@@ -6,6 +6,8 @@ Names follow the reference checkpoints (``pi_head.buttons.linear_layer``, ``valu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +41,35 @@ class ActionHeads(nn.ModuleDict):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: head(x) for name, head in self.items()}
+
+    # MineStudio's pi_head interface, so objectives written for it run unchanged. Its layout: actions
+    # (..., 1) and log-probabilities (..., 1, C); results (...), summed over the heads unless return_dict.
+    def logprob(
+        self,
+        actions: Mapping[str, torch.Tensor],
+        log_probs: Mapping[str, torch.Tensor],
+        return_dict: bool = False,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Log-probability of ``actions`` under ``log_probs``."""
+        per_head = {
+            name: log_probs[name].gather(-1, actions[name].long()[..., None])[..., 0].sum(-1) for name in self
+        }
+        return per_head if return_dict else sum(per_head.values())
+
+    def entropy(
+        self, log_probs: Mapping[str, torch.Tensor], return_dict: bool = False
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Entropy of each head's distribution."""
+        per_head = {name: -(log_probs[name].exp() * log_probs[name]).sum(-1).sum(-1) for name in self}
+        return per_head if return_dict else sum(per_head.values())
+
+    def kl_divergence(
+        self, log_q: Mapping[str, torch.Tensor], log_p: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """KL(q || p), summed over the heads, shape (..., 1) as the reference's."""
+        return sum(
+            (log_q[name].exp() * (log_q[name] - log_p[name])).sum(-1).sum(-1, keepdim=True) for name in self
+        )
 
 
 def sample(log_probs: torch.Tensor, deterministic: bool, top_p: float | None) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """AdamW parameter groups and learning-rate schedules for MineLightning.
 
-Weight decay is applied only to the weight matrices of linear, convolution and attention
-projection layers. Biases, normalisation scales, embeddings (e.g. the interaction embedding) and
-learned relative-position tables are left undecayed: shrinking them towards zero regularises
-nothing useful and hurts the conditioning and the normalisation statistics.
+By default every parameter is decayed, as the reference does. With ``matrices_only`` weight decay
+applies only to the weight matrices of linear, convolution and attention projection layers: biases,
+normalisation scales, embeddings (e.g. the interaction embedding) and learned relative-position
+tables are left undecayed, since shrinking them towards zero regularises nothing useful and hurts
+the conditioning and the normalisation statistics.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ def _is_decayed(module: nn.Module, name: str) -> bool:
     return isinstance(module, nn.MultiheadAttention) and name in _ATTENTION_WEIGHTS
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decayed weight matrices and everything else (decay 0)."""
+def param_groups(model: nn.Module, weight_decay: float, matrices_only: bool = False) -> list[dict]:
+    """AdamW groups: all trainable parameters decayed, or with ``matrices_only`` two groups, the
+    decayed weight matrices and everything else (decay 0)."""
+    if not matrices_only:
+        params = [param for param in model.parameters() if param.requires_grad]
+        return [{"params": params, "weight_decay": weight_decay, "name": "decay"}]
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     seen: set[int] = set()

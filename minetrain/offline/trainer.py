@@ -19,6 +19,12 @@ from minetrain.errors import CheckpointError, ConfigError, TrainingError
 from minetrain.offline.checkpoint_io import install_checkpoint_io
 from minetrain.offline.memory import SlotMemory
 from minetrain.offline.mine_callbacks import ObjectiveCallback
+from minetrain.offline.mine_callbacks.objective import (
+    LAYOUTS,
+    native_batch,
+    reference_batch,
+    reference_latents,
+)
 from minetrain.offline.optim import SCHEDULES, build_scheduler, param_groups
 from minetrain.offline.utils import convert_to_normal
 
@@ -86,8 +92,10 @@ def _mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.T
 class MineLightning(L.LightningModule):
     """Offline training of ``mine_policy`` on the summed losses of objective callbacks.
 
-    - AdamW (weight decay on weight matrices only, see ``minetrain.offline.optim``), linear warmup
-      over ``warmup_steps`` then a constant rate, or a cosine decay with ``lr_schedule="cosine"``.
+    - AdamW with weight decay on every parameter (as the reference; ``weight_decay_matrices_only=True``
+      decays weight matrices only, see ``minetrain.offline.optim``), linear warmup over
+      ``warmup_steps`` (step 0 at ``1 / warmup_steps`` of the rate) then a constant rate, or a cosine
+      decay with ``lr_schedule="cosine"``.
     - The policy's recurrent memory is carried per batch slot from batch to batch and detached in
       between (truncated BPTT); a slot restarts from empty memory when its episode changes or its
       window does not continue the previous one. Training and validation keep separate memory;
@@ -114,6 +122,7 @@ class MineLightning(L.LightningModule):
         lr_schedule: str = "constant",
         min_lr_ratio: float = 0.0,
         seed: int | None = None,
+        weight_decay_matrices_only: bool = False,
     ) -> None:
         super().__init__()
         objectives = list(callbacks)
@@ -128,6 +137,11 @@ class MineLightning(L.LightningModule):
                     f"MineLightning callbacks must be ObjectiveCallback objectives, got "
                     f"{type(objective).__name__}; Lightning callbacks (EMA, checkpoints) go to "
                     "L.Trainer(callbacks=...)"
+                )
+            if objective.layout not in LAYOUTS:
+                raise ConfigError(
+                    f"objective {type(objective).__name__} has layout={objective.layout!r}; expected one of "
+                    f"{', '.join(LAYOUTS)}"
                 )
         if not isinstance(log_freq, int) or log_freq < 1:
             raise ConfigError(f"MineLightning log_freq={log_freq!r}; expected an integer >= 1")
@@ -156,6 +170,7 @@ class MineLightning(L.LightningModule):
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.min_lr_ratio = min_lr_ratio
+        self.weight_decay_matrices_only = bool(weight_decay_matrices_only)
         self.seed = _default_seed() if seed is None else int(seed)
         self.slot_memory = {stage: SlotMemory() for stage in STAGES}
         # Episodes of the windows this rank skipped for bad data in the current epoch; counts over the fit.
@@ -167,6 +182,7 @@ class MineLightning(L.LightningModule):
             "warmup_steps": warmup_steps,
             "lr_schedule": lr_schedule,
             "min_lr_ratio": min_lr_ratio,
+            "weight_decay_matrices_only": self.weight_decay_matrices_only,
             "log_freq": log_freq,
             "objectives": {
                 name: {"class": type(obj).__name__, **_plain_attributes(obj)}
@@ -190,21 +206,33 @@ class MineLightning(L.LightningModule):
         slots = self.slot_memory[stage]
         batch, memory = slots.prepare(batch)
         for objective in self.objectives:
-            batch = objective.before_step(batch, batch_idx, stage)
+            if objective.layout == "reference":
+                batch = native_batch(objective.before_step(reference_batch(batch), batch_idx, stage))
+            else:
+                batch = objective.before_step(batch, batch_idx, stage)
         latents, memory_out = self.mine_policy(batch, memory)
         slots.update(batch, memory_out)
+        views = {"native": (batch, latents)}
+        if any(objective.layout == "reference" for objective in self.objectives):
+            views["reference"] = (reference_batch(batch), reference_latents(latents))
         metrics: dict[str, torch.Tensor] = {}
+        summed: dict[str, torch.Tensor] = {}
         total = None
         for name, objective in zip(self.objective_names, self.objectives, strict=True):
-            result = objective(batch, batch_idx, stage, latents, self.mine_policy)
+            seen_batch, seen_latents = views[objective.layout]
+            result = objective(seen_batch, batch_idx, stage, seen_latents, self.mine_policy)
             if "loss" not in result:
                 raise ConfigError(
                     f"objective {type(objective).__name__} returned no 'loss' (keys: {sorted(result)})"
                 )
             total = result["loss"] if total is None else total + result["loss"]
-            metrics.update(
-                {f"{name}/{key}": torch.as_tensor(value).detach() for key, value in result.items()}
-            )
+            for key, value in result.items():
+                # Plain numbers too (the reference's objectives return their weight as a float).
+                value = torch.as_tensor(value, device=self.device).detach()
+                metrics[f"{name}/{key}"] = value
+                summed[key] = value if key not in summed else summed[key] + value
+        # The reference's names: each key summed over the objectives.
+        metrics.update(summed)
         metrics["loss"] = total.detach()
         return {"loss": total, "metrics": metrics}
 
@@ -336,7 +364,8 @@ class MineLightning(L.LightningModule):
     # ------------------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(
-            param_groups(self.mine_policy, self.weight_decay), lr=self.learning_rate
+            param_groups(self.mine_policy, self.weight_decay, self.weight_decay_matrices_only),
+            lr=self.learning_rate,
         )
         total = self.trainer.estimated_stepping_batches if self.lr_schedule == "cosine" else 0
         scheduler = build_scheduler(
@@ -376,6 +405,13 @@ class MineLightning(L.LightningModule):
             raise CheckpointError(
                 f"checkpoint {path} holds weights only; resume from a full checkpoint "
                 "(save_weights_only=False), or load these weights into the policy and start a new run"
+            )
+        groups = len(checkpoint["optimizer_states"][0].get("param_groups", ()))
+        if groups != (2 if self.weight_decay_matrices_only else 1):
+            was = groups == 2
+            raise CheckpointError(
+                f"checkpoint {path} was trained with weight_decay_matrices_only={was}; resume with the same "
+                f"setting (optim.weight_decay_matrices_only={str(was).lower()})"
             )
         saved = checkpoint.get(STATE_KEY)
         if saved is None:

@@ -159,6 +159,9 @@ def test_logger_without_its_package_names_the_extra(
         ("data.batch_size=[1,", ["data.batch_size=[1,", "quote"]),
         ("+trainer.callbacks=[]", ["trainer.callbacks", "minetrain pretrain itself"]),
         ("data.shuffle_episodes=2", ["data.shuffle_episodes", "true or false"]),
+        ("objective_reduction=frames", ["objective_reduction='frames'", "sum, mean"]),
+        ("ema.first_update=zero", ["first_update='zero'", "blend, copy"]),
+        ("optim.weight_decay_matrices_only=1", ["optim.weight_decay_matrices_only", "true or false"]),
     ],
 )
 def test_bad_values_are_one_error_line(

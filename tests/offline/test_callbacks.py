@@ -60,14 +60,22 @@ def trainer(tmp_path: Path, callbacks: list[L.Callback], **kwargs: Any) -> L.Tra
     return L.Trainer(**(options | kwargs))
 
 
-@pytest.mark.parametrize("validate_original", [False, True])
-def test_ema_updates_every_n_steps_and_validates_as_asked(tmp_path: Path, validate_original: bool) -> None:
+@pytest.mark.parametrize(("validate_original", "first_update"), [(False, "blend"), (True, "copy")])
+def test_ema_updates_every_n_steps_and_validates_as_asked(
+    tmp_path: Path, validate_original: bool, first_update: str
+) -> None:
     torch.manual_seed(0)
-    model, ema = Toy(), EMA(decay=0.5, validate_original_weights=validate_original, every_n_steps=2)
+    model = Toy()
+    initial = model.weights()
+    ema = EMA(
+        decay=0.5, validate_original_weights=validate_original, every_n_steps=2, first_update=first_update
+    )
     trainer(tmp_path, [ema], max_steps=5, val_check_interval=5).fit(model, loader(), loader())
     w = model.after_step
-    # Updates after optimizer steps 1, 3 and 5; the first one copies the weights.
-    expected = 0.5 * (0.5 * w[0] + 0.5 * w[2]) + 0.5 * w[4]
+    # Updates after optimizer steps 1, 3 and 5; the first one blends with the initial weights (the
+    # reference's EMA) or copies the trained ones.
+    first = 0.5 * initial + 0.5 * w[0] if first_update == "blend" else w[0]
+    expected = 0.5 * (0.5 * first + 0.5 * w[2]) + 0.5 * w[4]
     got = torch.cat([v.flatten() for v in ema.ema_state_dict().values()])
     assert torch.allclose(got, expected)
     assert torch.equal(model.validated[0], w[4] if validate_original else expected)

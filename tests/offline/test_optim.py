@@ -1,7 +1,8 @@
-"""AdamW groups (decay on weight matrices only), LR schedules and hyperparameters."""
+"""AdamW groups (every parameter decayed, or weight matrices only), LR schedules and hyperparameters."""
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -14,9 +15,9 @@ from minetrain.offline.optim import build_scheduler, lr_factor, param_groups
 from minetrain.offline.utils import convert_to_normal
 
 
-def test_weight_decay_only_on_weight_matrices() -> None:
+def test_weight_decay_only_on_weight_matrices_on_request() -> None:
     policy = RocketPolicy(**TINY_POLICY, timesteps=8)
-    decay, no_decay = param_groups(policy, 0.1)
+    decay, no_decay = param_groups(policy, 0.1, matrices_only=True)
     names = {id(p): n for n, p in policy.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
     kept = {names[id(p)] for p in no_decay["params"]}
@@ -30,6 +31,36 @@ def test_weight_decay_only_on_weight_matrices() -> None:
     assert all(not n.endswith("bias") for n in decayed)
     assert any(n.endswith("b_nd") for n in kept)  # relative-position table
     assert all(p.ndim >= 2 for p in decay["params"])
+
+
+def test_every_parameter_is_decayed_by_default_and_matrices_only_on_request() -> None:
+    policy = RocketPolicy(**TINY_POLICY, timesteps=8)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    (group,) = param_groups(policy, 0.001)
+    assert group["weight_decay"] == 0.001 and [id(p) for p in group["params"]] == [id(p) for p in trainable]
+    decay, no_decay = param_groups(policy, 0.001, matrices_only=True)
+    assert no_decay["weight_decay"] == 0.0 and id(policy.interaction.weight) in {
+        id(p) for p in no_decay["params"]
+    }
+    assert len(decay["params"]) + len(no_decay["params"]) == len(trainable)
+
+    module = MineLightning(policy, callbacks=[BehaviorCloneCallback()], weight_decay=0.001, warmup_steps=4)
+    module.trainer = L.Trainer(logger=False, enable_progress_bar=False)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.001]
+
+
+def test_resuming_with_the_other_weight_decay_grouping_is_one_error() -> None:
+    from minetrain.errors import CheckpointError
+
+    policy = RocketPolicy(**TINY_POLICY, timesteps=8)
+    old = MineLightning(policy, callbacks=[BehaviorCloneCallback()], weight_decay_matrices_only=True)
+    state = {"param_groups": [{"params": []}, {"params": []}], "state": {}}
+    checkpoint = {"state_dict": old.state_dict(), "optimizer_states": [state]}
+    old.on_load_checkpoint(checkpoint)
+    new = MineLightning(policy, callbacks=[BehaviorCloneCallback()])
+    with pytest.raises(CheckpointError, match=r"optim\.weight_decay_matrices_only=true"):
+        new.on_load_checkpoint(checkpoint)
 
 
 def test_warmup_then_constant_or_cosine() -> None:
@@ -71,4 +102,4 @@ def test_hyperparameters_plain_and_complete() -> None:
     assert module.hparams["save_freq"] == 32
     assert module.hparams["mine_lightning"]["learning_rate"] == 4e-5
     objectives = module.hparams["mine_lightning"]["objectives"]
-    assert objectives == {"bc": {"class": "BehaviorCloneCallback", "weight": 0.5}}
+    assert objectives == {"bc": {"class": "BehaviorCloneCallback", "weight": 0.5, "reduction": "sum"}}

@@ -129,3 +129,5 @@ def test_seed_training_block(
         rows = list(csv.DictReader(handle))
     logged = {key for row in rows for key, value in row.items() if value}
     assert {"train/loss", "train/bc/loss", "train/bc/buttons_nll", "train/bc/camera_move_precision"} <= logged
+    # The reference's names too.
+    assert {"train/camera_loss", "train/button_loss", "train/entropy", "train/bc_weight"} <= logged

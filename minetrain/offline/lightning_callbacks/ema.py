@@ -20,9 +20,16 @@ EMA_STATE_KEY = "ema_state_dict"
 _PREFIX = "module."
 
 
+FIRST_UPDATES = ("blend", "copy")
+
+
 class EMA(WeightAveraging):
     """Shadow weights ``ema = decay * ema + (1 - decay) * weights`` after every ``every_n_steps``-th
-    optimizer step (the 1st, the (n+1)-th, ...; the first update copies the weights).
+    optimizer step (the 1st, the (n+1)-th, ...).
+
+    ``first_update="blend"`` (default, as the reference): the shadow starts from the weights training
+    starts with, so early EMA weights stay close to them; ``"copy"``: the first update copies the
+    trained weights, so the EMA tracks the trained model from the first step.
 
     Only parameters are averaged; buffers (normalisation statistics) follow the trained model.
     ``validate_original_weights=False`` runs validation on the EMA weights. ``cpu_offload`` keeps
@@ -37,11 +44,16 @@ class EMA(WeightAveraging):
         validate_original_weights: bool = False,
         every_n_steps: int = 1,
         cpu_offload: bool = False,
+        first_update: str = "blend",
     ) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ConfigError(f"EMA decay={decay!r}; expected a value in [0, 1]")
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ConfigError(f"EMA every_n_steps={every_n_steps!r}; expected an integer >= 1")
+        if first_update not in FIRST_UPDATES:
+            raise ConfigError(
+                f"EMA first_update={first_update!r}; expected one of {', '.join(FIRST_UPDATES)}"
+            )
         super().__init__(
             device="cpu" if cpu_offload else None, use_buffers=False, multi_avg_fn=get_ema_multi_avg_fn(decay)
         )
@@ -49,18 +61,31 @@ class EMA(WeightAveraging):
         self.validate_original_weights = validate_original_weights
         self.every_n_steps = every_n_steps
         self.cpu_offload = cpu_offload
+        self.first_update = first_update
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx % self.every_n_steps == 0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # setup() built the shadow copy before the strategy moved the module to its device.
-        if self._average_model is not None and not self.cpu_offload:
+        if self._average_model is None:
+            return
+        if not self.cpu_offload:
             self._average_model.to(pl_module.device)
+        if self.first_update == "blend" and int(self._average_model.n_averaged) == 0:
+            # Start from the weights as training starts (restored from a checkpoint, broadcast by DDP);
+            # a count of 1 makes the first update average with them instead of copying.
+            with torch.no_grad():
+                for shadow, weight in zip(
+                    self._average_model.module.parameters(), pl_module.parameters(), strict=True
+                ):
+                    shadow.copy_(weight)
+            self._average_model.n_averaged.fill_(1)
 
     @property
     def initialized(self) -> bool:
-        """True once the shadow weights have been updated at least once."""
+        """True once the shadow weights hold weights: from the start of fit with ``first_update="blend"``,
+        after the first update with ``"copy"``."""
         return self._average_model is not None and int(self._average_model.n_averaged) > 0
 
     def ema_state_dict(self) -> dict[str, torch.Tensor]:
