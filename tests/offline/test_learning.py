@@ -12,7 +12,7 @@ from minetrain.data.synth import write_synthetic_dataset
 
 @pytest.mark.slow
 def test_validation_bc_loss_drops(tmp_path: Path) -> None:
-    data = write_synthetic_dataset(tmp_path / "data", episodes=12, frames=64, size=32, seed=1)
+    data = write_synthetic_dataset(tmp_path / "data", episodes=24, frames=64, size=32, seed=1)
     cfg = {
         "data": str(data),
         "out": str(tmp_path / "run"),
