@@ -28,30 +28,13 @@ CONFIG_NAME = "config.json"
 LIGHTNING_PREFIX = "mine_policy."
 # The backbone the seed uses, assumed when a checkpoint does not record one.
 DEFAULT_BACKBONE = "efficientnet_b0.ra_in1k"
+# The architecture sizes both libraries record under the same names.
+_ARCHITECTURE_KEYS = ("backbone", "hiddim", "num_heads", "num_layers", "timesteps", "mem_len")
 # Constructor arguments a config file may carry (``action_space`` is the reference's, always null).
-_CONFIG_KEYS = (
-    "backbone",
-    "hiddim",
-    "num_heads",
-    "num_layers",
-    "timesteps",
-    "mem_len",
-    "value_head",
-    "nucleus_prob",
-    "pooling_dropout",
-)
+_CONFIG_KEYS = (*_ARCHITECTURE_KEYS, "value_head", "nucleus_prob", "pooling_dropout")
 # The reference RocketPolicy's constructor arguments: its loaders pass the recorded config as keyword
 # arguments, so a key outside this list makes them fail.
-REFERENCE_CONFIG_KEYS = (
-    "backbone",
-    "hiddim",
-    "num_heads",
-    "num_layers",
-    "timesteps",
-    "mem_len",
-    "action_space",
-    "nucleus_prob",
-)
+REFERENCE_CONFIG_KEYS = (*_ARCHITECTURE_KEYS, "action_space", "nucleus_prob")
 
 
 def _atomic_write(path: Path, write: Any) -> None:
