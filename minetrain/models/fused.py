@@ -59,8 +59,9 @@ class _BatchNormSiLU(torch.autograd.Function):
 
 
 def _normalised(x, weight, bias, mean, invstd):
+    """BatchNorm's output again, in fp32 like its kernel and rounded to ``x``'s dtype like its output."""
     scale = invstd * weight
-    return torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
+    return torch.addcmul((bias - mean * scale).view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1)).to(x.dtype)
 
 
 class _Rebuild:
@@ -159,7 +160,10 @@ def _keeps_both_factors(node: Any) -> bool:
 
 
 def fuse_batchnorm_silu(model: nn.Module) -> None:
-    """Make every timm ``BatchNormAct2d`` with SiLU in ``model`` use the lean backward in fp32 training.
+    """Make every timm ``BatchNormAct2d`` with SiLU in ``model`` use the lean backward in training.
+
+    That is fp32 training and bf16 autocast (``bf16-mixed``), where the convolutions hand BatchNorm
+    bf16 inputs and it keeps fp32 parameters and statistics, as timm's layer does under autocast.
 
     Also lets its squeeze-excitation products be rebuilt (``rebuilt_activations``).
     """
@@ -177,12 +181,12 @@ def fuse_batchnorm_silu(model: nn.Module) -> None:
 
 
 def _forward(norm: BatchNormAct2d, forward: Callable, x: torch.Tensor) -> torch.Tensor:
+    # Autocast leaves batch_norm and silu alone, so under it the ops here are the ones timm calls.
     if not (
         norm.training
         and torch.is_grad_enabled()
-        and x.dtype == torch.float32
+        and x.dtype in (torch.float32, torch.bfloat16)
         and norm.weight.dtype == torch.float32
-        and not torch.is_autocast_enabled(x.device.type)
     ):
         return forward(norm, x)
     norm.num_batches_tracked.add_(1)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import weakref
 
+import pytest
 import torch
+from model_helpers import make_batch
 from timm.layers import BatchNormAct2d
 from timm.models._efficientnet_blocks import SqueezeExcite
 from torch import nn
@@ -104,3 +106,77 @@ def test_squeeze_excitation_products_are_rebuilt_and_give_the_same_gradients() -
     kept, step = _rebuilt_step(lean, x, "products", lean[2])
     assert not kept, "the product is rebuilt for the last conv's backward, not kept"
     _assert_same_step(step, _step(plain, x))
+
+
+def _record_lean_calls(model: nn.Module, lean_calls: list) -> list:
+    """Hooks noting, per BatchNorm+SiLU call in ``model``, whether its output came from the lean path."""
+
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        lean_calls.append(type(out.grad_fn).__name__ == "_BatchNormSiLUBackward")
+
+    return [
+        module.register_forward_hook(hook)
+        for module in model.modules()
+        if isinstance(module, BatchNormAct2d) and type(module.act) is nn.SiLU
+    ]
+
+
+def _autocast_step(model: nn.Module, x: torch.Tensor, lean_calls: list) -> tuple:
+    """``_step`` under bf16 autocast, with ``_record_lean_calls``."""
+    handles = _record_lean_calls(model, lean_calls)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        step = _step(model, x)
+    for handle in handles:
+        handle.remove()
+    return step
+
+
+def test_bf16_autocast_takes_the_lean_path_and_matches_timm() -> None:
+    """bf16-mixed is the flagship precision: the memory saving must reach it with timm's numerics."""
+    plain, lean = _pair()
+    x = torch.randn(3, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):
+        plain_calls: list[bool] = []
+        lean_calls: list[bool] = []
+        y, gx, grads = _autocast_step(plain, x, plain_calls)
+        y_lean, gx_lean, grads_lean = _autocast_step(lean, x, lean_calls)
+        assert plain_calls == [False] and lean_calls == [True]
+        assert y_lean.dtype == y.dtype == torch.bfloat16
+        torch.testing.assert_close(y_lean, y, rtol=1.6e-2, atol=1e-5)
+        torch.testing.assert_close(gx_lean, gx, rtol=1.6e-2, atol=1e-4)
+        for name, grad in grads.items():
+            assert grads_lean[name].dtype == grad.dtype, name
+            torch.testing.assert_close(grads_lean[name], grad, rtol=1.6e-2, atol=1e-4, msg=name)
+        plain.zero_grad(), lean.zero_grad()
+    lean_buffers = dict(lean.named_buffers())
+    for name, buffer in plain.named_buffers():
+        torch.testing.assert_close(lean_buffers[name], buffer, msg=name)
+
+
+def test_bf16_autocast_rebuilt_outputs_are_not_kept_and_give_the_same_gradients() -> None:
+    plain, lean = _pair()
+    x = torch.randn(3, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = _step(plain, x)
+        kept, (y, gx, grads) = _rebuilt_step(lean, x, "all", lean[1])
+    assert not kept, "under autocast too the layer's output is rebuilt, not kept"
+    torch.testing.assert_close(y, expected[0], rtol=1.6e-2, atol=1e-5)
+    torch.testing.assert_close(gx, expected[1], rtol=1.6e-2, atol=1e-4)
+    for name, grad in expected[2].items():
+        torch.testing.assert_close(grads[name], grad, rtol=1.6e-2, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-mixed"])
+def test_policy_backbone_takes_the_lean_path(tiny_policy, autocast: bool) -> None:
+    """Every BatchNorm+SiLU of the policy's backbone is lean in training, fp32 or bf16-mixed alike."""
+    tiny_policy.train()
+    lean_calls: list[bool] = []
+    handles = _record_lean_calls(tiny_policy.backbone, lean_calls)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out, _ = tiny_policy(make_batch(2, 2))
+    for handle in handles:
+        handle.remove()
+    logits = out["pi_logits"]
+    loss = sum(value.float().sum() for value in (logits.values() if isinstance(logits, dict) else [logits]))
+    loss.backward()
+    assert lean_calls and all(lean_calls), lean_calls
