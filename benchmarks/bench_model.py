@@ -7,7 +7,9 @@ subprocess (so peak memory is per model), and prints the ratios.
 Rates come from process CPU time at a fixed thread count (default 1): on a shared machine wall
 time mostly measures the neighbours. Wall-clock rates are printed too.
 
-    python benchmarks/bench_model.py [--steps 3] [--frames 32] [--threads 1]
+    python benchmarks/bench_model.py [--steps 3] [--frames 32] [--threads 1] [--precision bf16-mixed]
+
+``--precision bf16-mixed`` runs both under bf16 autocast, as Lightning's ``precision="bf16-mixed"`` does.
 """
 
 from __future__ import annotations
@@ -53,12 +55,25 @@ def _logits(out: dict, key: str):
 
 
 def measure(
-    impl: str, steps: int, frames: int, threads: int, config: dict = CONFIG, size: int = SIZE
+    impl: str,
+    steps: int,
+    frames: int,
+    threads: int,
+    config: dict = CONFIG,
+    size: int = SIZE,
+    precision: str = "32",
 ) -> dict:
     """Run in a child process: training steps/s, peak memory, streaming frames/s."""
     import torch
 
     torch.set_num_threads(threads)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        return _measure(impl, steps, frames, config, size)
+
+
+def _measure(impl: str, steps: int, frames: int, config: dict, size: int) -> dict:
+    import torch
+
     model = _build(impl, config).train()
     t = config["timesteps"]
     batches = [_batch(t, seed, size) for seed in range(steps + 1)]
@@ -68,7 +83,7 @@ def measure(
     for i, batch in enumerate(batches):
         with train if i else Clock():  # the first step is a warm-up
             out, memory = model(batch, memory)
-            loss = -sum(_logits(out, key)[..., 0].mean() for key in ("buttons", "camera"))
+            loss = -sum(_logits(out, key)[..., 0].float().mean() for key in ("buttons", "camera"))
             loss.backward()
             model.zero_grad(set_to_none=True)
             memory = [m.detach() for m in memory]
@@ -101,7 +116,8 @@ def measure(
 
 def _child(python: Path | str, impl: str, args: argparse.Namespace) -> dict:
     cmd = ["--child", impl, "--steps", str(args.steps), "--frames", str(args.frames)]
-    return run_child(python, __file__, [*cmd, "--threads", str(args.threads)], f"{impl} model benchmark")
+    cmd += ["--size", str(args.size), "--threads", str(args.threads), "--precision", args.precision]
+    return run_child(python, __file__, cmd, f"{impl} model benchmark")
 
 
 def main() -> None:
@@ -111,13 +127,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up)")
     parser.add_argument("--frames", type=int, default=32, help="timed streaming steps (after four warm-ups)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each measurement")
+    parser.add_argument("--size", type=int, default=SIZE, help="frame height and width")
+    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
     parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.steps, args.frames, args.threads)))
+        result = measure(args.child, args.steps, args.frames, args.threads, CONFIG, args.size, args.precision)
+        print(json.dumps(result))
         return
 
-    print(f"config {CONFIG}, batch {BATCH}, {SIZE}x{SIZE} frames, CPU, {args.threads} thread(s), fp32")
+    print(
+        f"config {CONFIG}, batch {BATCH}, {args.size}x{args.size} frames, CPU, {args.threads} thread(s), "
+        f"precision {args.precision}"
+    )
     results = {"minetrain": _child(sys.executable, "ours", args)}
     if REFERENCE_PYTHON.exists():
         results["reference"] = _child(REFERENCE_PYTHON, "reference", args)

@@ -155,3 +155,16 @@ def test_dataset_without_segmentation_and_full_disk_give_one_line_errors(tmp_pat
     assert no_segments.returncode == 2
     last = no_segments.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "segmentation" in last and "Traceback" not in no_segments.stderr
+
+
+def test_demo_trains_in_bf16_mixed(tmp_path: Path):
+    """bf16-mixed, the flagship precision, trains on CPU with the lean backbone layers under autocast."""
+    run = run_cli(
+        ["pretrain", *SMALL, "trainer.precision=bf16-mixed", "trainer.max_steps=2", "save_freq=1"],
+        tmp_path,
+        tmp_path / "cache",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "demo").iterdir()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2
