@@ -154,6 +154,10 @@ def _synth(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from minetrain.data.summary import summarise
 
+    if args.jobs > 1 and not args.interactions:
+        raise ConfigError(
+            "--jobs only speeds up --interactions (the default reads no chunks); add --interactions"
+        )
     with progress_bar(Console(stderr=True)) as progress:
         task = progress.add_task("reading segmentation", total=None, visible=args.interactions)
         summary = summarise(

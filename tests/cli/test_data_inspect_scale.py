@@ -38,6 +38,10 @@ def test_default_inspect_reads_bookkeeping_only(tmp_path, capsys):
     assert summary["unreadable_chunks"] == 3 and summary["interaction_frames"] == {}
     chunks = sum(-(-n // 32) for n in TrajectoryStore(data).episodes.values())
     assert _inspect(capsys, str(data), "--interactions")["unreadable_chunks"] == 3 + chunks
+    assert main(["data", "inspect", str(data), "--jobs", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --jobs only speeds up --interactions (the default reads no chunks); add --interactions"
+    )
 
 
 def _histogram(data: Path) -> tuple[Counter, Counter]:
