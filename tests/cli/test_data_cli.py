@@ -44,7 +44,7 @@ def _error_line(capsys):
 def test_synth_inspect_verify_view(tmp_path, capsys):
     out = tmp_path / "ds"
     assert main(["data", "synth", str(out), "--episodes", "2", "--frames", "40", "--size", "32"]) == 0
-    assert main(["data", "inspect", str(out), "--json"]) == 0
+    assert main(["data", "inspect", str(out), "--json", "--interactions"]) == 0
     summary = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert summary["episodes"] == 2 and summary["resolution"] == [32, 32] and summary["chunk_sizes"] == [32]
     assert summary["modalities"] == ["image", "action", "segmentation", "meta_info"]
@@ -66,7 +66,7 @@ def test_inspect_reports_episodes_missing_a_modality(dataset, tmp_path, capsys):
     copy = _copy(dataset, tmp_path)
     with DatasetWriter(copy) as writer:
         writer.write(Episode("extra", action={"forward": np.zeros(5, dtype=np.int64)}))
-    assert main(["data", "inspect", str(copy), "--json", "--no-histogram"]) == 0
+    assert main(["data", "inspect", str(copy), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["episodes"] == 3 and summary["missing"]["image"] == ["extra"]
 

@@ -28,18 +28,18 @@ def test_index_events_then_rerun_and_inspect(tmp_path: Path, capsys: pytest.Capt
     assert main(["data", "index-events", str(first)]) == 0
     assert "indexed 1 episode(s) (2 occurrences), 2 already indexed" in capsys.readouterr().out
 
-    assert main(["data", "inspect", "--no-histogram", str(first), str(second)]) == 0
+    assert main(["data", "inspect", str(first), str(second)]) == 0
     table = capsys.readouterr().out
     assert "events" in table and MINE_LOG in table and CRAFT in table
 
-    assert main(["data", "inspect", "--json", "--no-histogram", str(first)]) == 0
+    assert main(["data", "inspect", "--json", str(first)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["events"][str(first)][MINE_LOG] == 5
 
 
 def test_inspect_without_index_suggests_the_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     dataset = write_event_dataset(tmp_path / "a", names=["ep-a"])
-    assert main(["data", "inspect", "--no-histogram", str(dataset)]) == 0
+    assert main(["data", "inspect", str(dataset)]) == 0
     assert "minetrain data index-events" in capsys.readouterr().out.replace("\n", " ").replace("│", "")
 
 

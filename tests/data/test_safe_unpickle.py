@@ -51,7 +51,7 @@ def _poisoned(clean: Path, tmp_path: Path, modality: str, key: bytes, marker: Pa
     return out
 
 
-# (modality, key, whether `data inspect` reads it: it counts episodes and interactions, not actions)
+# (modality, key, whether `data inspect --interactions` reads it: episodes and interactions, not actions)
 CASES = {
     "action chunk": ("action", b"(0, 0)", False),
     "segmentation chunk": ("segmentation", b"(0, 0)", True),
@@ -79,8 +79,9 @@ def test_poisoned_store_is_refused_without_running_it(clean_dataset, tmp_path, c
         )
 
     if not inspected:
-        assert _run("data", "inspect", str(data)).returncode == 0
-    commands = [("data", "verify", str(data), "--jobs", "2"), ("data", "inspect", str(data))][: 1 + inspected]
+        assert _run("data", "inspect", str(data), "--interactions").returncode == 0
+    inspect = ("data", "inspect", str(data), "--interactions", "--jobs", "2")
+    commands = [("data", "verify", str(data), "--jobs", "2"), inspect][: 1 + inspected]
     for command in commands:
         result = _run(*command)
         lines = result.stderr.strip().splitlines()

@@ -65,7 +65,7 @@ def test_second_writer_is_refused_while_readers_are_not(dataset, tmp_path, capsy
         assert second.stderr.strip() == (
             f"error: {dataset} is being written by pid {holder.pid}; wait for it to finish or stop it"
         )
-        assert main(["data", "inspect", str(dataset), "--json", "--no-histogram"]) == 0
+        assert main(["data", "inspect", str(dataset), "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["episodes"] == 2
         assert len(TrajectoryStore(dataset).episodes) == 2
         events = tmp_path / "seg"
