@@ -166,3 +166,28 @@ def test_only_temps_of_finished_writers_are_removed(tmp_path: Path) -> None:
         temp.write_bytes(b"partial")
     assert remove_stale_temps(tmp_path) == [dead]
     assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+def test_a_verified_checkpoint_is_read_once_and_a_replaced_one_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resume=auto verifies its pick, then the load verifies it: one full read, not two."""
+    from minetrain.offline import checkpoint_io
+
+    path = tmp_path / "ckpt.ckpt"
+    io = MineCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.arange(1000.0)}}, path)
+    opened: list[Path] = []
+    real_zipfile = checkpoint_io.zipfile.ZipFile
+
+    def counting_zipfile(file: Path, *args: object) -> object:
+        opened.append(Path(file))
+        return real_zipfile(file, *args)
+
+    monkeypatch.setattr(checkpoint_io.zipfile, "ZipFile", counting_zipfile)
+    assert newest_intact_checkpoint([path]) == path
+    assert io.load_checkpoint(path)["state_dict"]["w"].sum() == torch.arange(1000.0).sum()
+    assert opened.count(path) == 1
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(1000)}}, path)
+    assert newest_intact_checkpoint([path]) == path
+    assert opened.count(path) == 2
