@@ -24,7 +24,7 @@ from minetrain.errors import CheckpointError
 from minetrain.models import RocketPolicy, load_reference_checkpoint
 from minetrain.models.checkpoint import CONFIG_NAME, LIGHTNING_PREFIX, WEIGHTS_NAME, load_strict
 from minetrain.offline.lightning_callbacks.ema import EMA_STATE_KEY
-from minetrain.offline.lightning_callbacks.smart_checkpoint import EMA_SUFFIX, ema_path
+from minetrain.offline.lightning_callbacks.smart_checkpoint import EMA_SUFFIX, ema_path, full_checkpoints
 
 CKPT_SUFFIX = ".ckpt"
 # The EMA shadow copy wraps the whole LightningModule under this attribute.
@@ -49,11 +49,7 @@ class LoadedCheckpoint:
 
 
 def _newest_checkpoint(directory: Path) -> Path | None:
-    found = [
-        p
-        for p in directory.glob(f"*{CKPT_SUFFIX}")
-        if p.is_file() and not p.name.startswith(".") and not p.stem.endswith(EMA_SUFFIX)
-    ]
+    found = full_checkpoints(directory.glob(f"*{CKPT_SUFFIX}"))
     return max(found, key=lambda p: (p.stat().st_mtime, p.name), default=None)
 
 

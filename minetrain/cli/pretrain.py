@@ -39,7 +39,7 @@ from rich.table import Table
 
 from minetrain.cli.pretrain_config import check_config, hydra_error, hydra_quote, prepare_overrides
 from minetrain.errors import ConfigError, MinetrainError
-from minetrain.offline.lightning_callbacks.smart_checkpoint import EMA_SUFFIX
+from minetrain.offline.lightning_callbacks.smart_checkpoint import full_checkpoints
 from minetrain.offline.utils import convert_to_normal
 
 CHECKPOINT_DIR = "checkpoints"
@@ -108,11 +108,7 @@ def latest_checkpoint(outputs_root: Path) -> Path | None:
     def skipped(path: Path, reason: str) -> None:
         print(f"resume=auto: passing over {path}: {reason}", file=sys.stderr)
 
-    candidates = [
-        p
-        for p in outputs_root.glob(f"*/{CHECKPOINT_DIR}/*.ckpt")
-        if p.is_file() and not p.stem.endswith(EMA_SUFFIX)
-    ]
+    candidates = full_checkpoints(outputs_root.glob(f"*/{CHECKPOINT_DIR}/*.ckpt"))
     return newest_intact_checkpoint(candidates, skipped)
 
 
@@ -262,7 +258,7 @@ def last_full_checkpoint(run_dir: Path) -> Path | None:
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if last.is_file():
         return last
-    full = [p for p in (run_dir / CHECKPOINT_DIR).glob("*.ckpt") if not p.stem.endswith(EMA_SUFFIX)]
+    full = full_checkpoints((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
     return max(full, key=lambda p: p.stat().st_mtime, default=None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,15 @@ from minetrain.offline.checkpoint_io import install_checkpoint_io, remove_stale_
 from minetrain.offline.lightning_callbacks.ema import EMA
 
 EMA_SUFFIX = "-EMA"
+
+
+def full_checkpoints(paths: Iterable[Path]) -> list[Path]:
+    """The full checkpoint files among ``paths``: not the EMA weights beside them, nor hidden files."""
+    return [
+        path
+        for path in paths
+        if path.is_file() and not path.name.startswith(".") and not path.stem.endswith(EMA_SUFFIX)
+    ]
 
 
 def ema_path(filepath: str, extension: str = ModelCheckpoint.FILE_EXTENSION) -> str:
