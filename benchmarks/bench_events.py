@@ -22,11 +22,11 @@ import numpy as np
 
 from minetrain.data.events import (
     REFERENCE_INDEX_NAME,
-    _write_index,
     cap_per_event,
     dedupe_nearby,
     index_path,
     query_events,
+    write_index,
 )
 
 
@@ -79,7 +79,7 @@ def main() -> None:
         ours.mkdir()
         theirs.mkdir()
         start = time.perf_counter()
-        _write_index(index_path(ours), names, [2] * len(names), occ)
+        write_index(index_path(ours), names, [2] * len(names), occ)
         write_ours = time.perf_counter() - start
         write_reference(theirs / REFERENCE_INDEX_NAME, names, occ)
         start = time.perf_counter()
