@@ -1,4 +1,4 @@
-"""The benchmark suite still runs: ``benchmarks/run_all.py --quick`` without the reference."""
+"""The benchmarks still run: ``run_all.py --quick`` and ``bench_index.py --quick``, no reference."""
 
 import json
 import subprocess
@@ -30,3 +30,20 @@ def test_run_all_quick_writes_a_table_of_every_figure(tmp_path: Path) -> None:
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.startswith("| measure | unit | minetrain |")
     assert "loader, 2 workers" in table
+
+
+def test_bench_index_quick_reports_every_figure(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(BENCHMARKS / "bench_index.py"), "--quick", "--no-reference"]
+    cmd += ["--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "index.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "index.json").read_text())
+    assert len(results) == 2
+    for size in results.values():
+        (ours,) = size["minetrain"]
+        assert ours["windows"] > 0 and 0 <= ours["left_out"] < 8 * 8
+        assert ours["left_out_whole_episodes"] > ours["left_out"]
+        assert (
+            ours["state_bytes"] > 0 and ours["setup_s"] > 0 and ours["plan_s"] > 0 and ours["inspect_s"] > 0
+        )
+    assert done.stdout.count("| windows left out per epoch |") == 2
