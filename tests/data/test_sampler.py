@@ -208,3 +208,15 @@ def test_state_of_a_whole_episode_plan_restarts_the_epoch_on_several_ranks(caplo
 def test_too_little_data_gives_no_batches():
     sampler = EpisodeContinuousBatchSampler([1, 1], 4, num_replicas=1, rank=0)
     assert len(sampler) == 0 and list(sampler) == []
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_slots_walk_contiguous_runs_of_the_shuffled_sequence(world):
+    """Rank r's slot j takes run r * B + j; with one process that is the plan of earlier versions."""
+    offsets = np.concatenate([[0], np.cumsum(COUNTS)[:-1]])
+    for rank, sampler in enumerate(samplers(world, batch_size=2)):
+        order = sampler.episode_order(1)
+        sequence = np.concatenate([offsets[e] + np.arange(COUNTS[e]) for e in order])
+        n = len(sampler)
+        runs = sequence[: n * 2 * world].reshape(2 * world, n)
+        assert np.array_equal(sampler.plan(1), runs[2 * rank : 2 * rank + 2].T)
