@@ -38,12 +38,8 @@ def test_bench_index_quick_reports_every_figure(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "index.json").read_text())
-    assert len(results) == 2
-    for size in results.values():
-        (ours,) = size["minetrain"]
-        assert ours["windows"] > 0 and 0 <= ours["left_out"] < 8 * 8
-        assert ours["left_out_whole_episodes"] > ours["left_out"]
-        assert (
-            ours["state_bytes"] > 0 and ours["setup_s"] > 0 and ours["plan_s"] > 0 and ours["inspect_s"] > 0
-        )
-    assert done.stdout.count("| windows left out per epoch |") == 2
+    ((ours,),) = [size["minetrain"] for size in results.values()]
+    assert ours["windows"] > 0 and 0 <= ours["left_out"] < 8 * 8
+    assert ours["left_out_whole_episodes"] > ours["left_out"]
+    assert min(ours["state_bytes"], ours["setup_s"], ours["plan_s"], ours["inspect_s"]) > 0
+    assert "| windows left out per epoch |" in done.stdout
