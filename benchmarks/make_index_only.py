@@ -5,6 +5,7 @@ episodes, 160.5 M frames) without fetching it; an index-only dataset has that sc
 in a few MB, and any chunk read fails, which shows that a command reads none.
 
     python benchmarks/make_index_only.py OUT [--episodes 15655] [--frames 160500000] [--parts 8]
+        [--spread uniform|lognormal]
 """
 
 from __future__ import annotations
@@ -14,14 +15,25 @@ import pickle
 from pathlib import Path
 
 import lmdb
+import numpy as np
 
 MODALITIES = ("image", "action", "segmentation")
 
 
-def episode_lengths(episodes: int, frames: int) -> list[int]:
-    """``episodes`` lengths summing to ``frames``, spread +-50% around the mean so they are not all equal."""
-    mean = frames / episodes
-    raw = [mean * (0.5 + (i * 7919 % 1000) / 1000) for i in range(episodes)]
+SPREADS = ("uniform", "lognormal")
+
+
+def episode_lengths(episodes: int, frames: int, spread: str = "uniform") -> list[int]:
+    """``episodes`` lengths summing to ``frames``.
+
+    ``uniform``: spread +-50% around the mean so they are not all equal; ``lognormal``: a long tail
+    (seeded log-normal, sigma 1: the longest of 15,655 episodes is about 30 times the mean), closer
+    to recorded play, where sessions run from under a minute to hours.
+    """
+    if spread == "lognormal":
+        raw = np.random.default_rng(0).lognormal(0.0, 1.0, episodes).tolist()
+    else:
+        raw = [0.5 + (i * 7919 % 1000) / 1000 for i in range(episodes)]
     scale = frames / sum(raw)
     lengths = [max(1, int(x * scale)) for x in raw]
     lengths[-1] += frames - sum(lengths)
@@ -30,9 +42,11 @@ def episode_lengths(episodes: int, frames: int) -> list[int]:
     return lengths
 
 
-def write_index_only(out: Path, episodes: int, frames: int, parts: int = 8, chunk_size: int = 32) -> Path:
+def write_index_only(
+    out: Path, episodes: int, frames: int, parts: int = 8, chunk_size: int = 32, spread: str = "uniform"
+) -> Path:
     """Write image/, action/ and segmentation/ with ``parts`` parts each sharing the episodes in order."""
-    lengths = episode_lengths(episodes, frames)
+    lengths = episode_lengths(episodes, frames, spread)
     per_part = -(-episodes // parts)
     for modality in MODALITIES:
         for number in range(parts):
@@ -60,8 +74,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=160_500_000)
     parser.add_argument("--parts", type=int, default=8)
     parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--spread", choices=SPREADS, default="uniform")
     args = parser.parse_args()
-    write_index_only(args.out, args.episodes, args.frames, args.parts, args.chunk_size)
+    write_index_only(args.out, args.episodes, args.frames, args.parts, args.chunk_size, args.spread)
     print(f"wrote {args.episodes} episodes, {args.frames:,} frames in {args.parts} parts to {args.out}")
 
 

@@ -1,4 +1,4 @@
-"""The benchmark suite still runs: ``benchmarks/run_all.py --quick`` without the reference."""
+"""The benchmarks still run: ``run_all.py --quick`` and ``bench_index.py --quick``, no reference."""
 
 import json
 import subprocess
@@ -30,3 +30,16 @@ def test_run_all_quick_writes_a_table_of_every_figure(tmp_path: Path) -> None:
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.startswith("| measure | unit | minetrain |")
     assert "loader, 2 workers" in table
+
+
+def test_bench_index_quick_reports_every_figure(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(BENCHMARKS / "bench_index.py"), "--quick", "--no-reference"]
+    cmd += ["--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "index.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "index.json").read_text())
+    ((ours,),) = [size["minetrain"] for size in results.values()]
+    assert ours["windows"] > 0 and 0 <= ours["left_out"] < 8 * 8
+    assert ours["left_out_whole_episodes"] > ours["left_out"]
+    assert min(ours["state_bytes"], ours["setup_s"], ours["plan_s"], ours["inspect_s"]) > 0
+    assert "| windows left out per epoch |" in done.stdout

@@ -7,18 +7,19 @@ batch ``i + 1`` must hold the window that follows slot ``j`` of batch ``i`` in t
 The plan of one epoch is a pure function of (seed, epoch, window counts, batch size, world size):
 
 1. the episodes are shuffled with ``numpy.random.default_rng((seed, epoch))``;
-2. in that order, each episode goes to the rank holding the fewest windows so far, so ranks get
-   disjoint episodes and their window totals differ by at most one episode's windows;
-3. every rank yields the same number of batches ``N`` (a rank with fewer batches would leave the
-   others waiting forever in DDP's all-reduce). ``N`` must also be the same every epoch, since
-   Lightning sizes an epoch once, so it comes from the least load step 2 can ever give a rank:
-   ``(W - (R - 1) * max_windows) / R`` for W windows, R ranks and the longest episode's windows;
-4. a rank lays its episodes end to end and cuts the first ``N * B`` windows into B contiguous
-   runs of N windows, one per slot; the rest of its windows are not used this epoch.
+2. their windows are laid end to end in that order, one sequence of all W windows;
+3. every rank yields ``N = W // (R * B)`` batches for R ranks and batch size B, the same number on
+   every rank (a rank with fewer batches would leave the others waiting forever in DDP's
+   all-reduce) and in every epoch (Lightning sizes an epoch once);
+4. the first ``N * R * B`` windows of the sequence are cut into ``R * B`` contiguous runs of N
+   windows: rank r's slot j walks run ``r * B + j``.
 
-No window is yielded twice in an epoch. The windows left out (at most ``(R - 1) * max_windows +
-R * B`` per epoch, see ``dropped_windows``) are the tails of each rank's episode list, which
-change every epoch with the shuffle.
+No window is yielded twice in an epoch and fewer than ``R * B`` are left out (``dropped_windows``):
+the end of the sequence, which changes every epoch with the shuffle. An episode that straddles two
+runs is split at a window boundary between two slots, possibly of two ranks (at most ``R * B - 1``
+episodes per epoch); the slot that takes up the second piece starts it afresh, because the trainer
+resets a slot's memory whenever its window does not directly follow that slot's previous window
+(``minetrain.offline.memory``). With one process the plan is the one earlier versions made.
 
 Resuming mid-epoch: the state is (epoch, batches consumed by training). It cannot come from this
 sampler's own position, which runs ahead of training by whatever the DataLoader and Lightning have
@@ -47,27 +48,24 @@ def default_world() -> tuple[int, int]:
     return 1, 0
 
 
-def assign_episodes(order: Sequence[int], window_counts: Sequence[int], num_replicas: int) -> list[list[int]]:
-    """Give each episode, in ``order``, to the rank with the fewest windows so far (lowest rank on ties)."""
-    loads = np.zeros(num_replicas, dtype=np.int64)
-    owned: list[list[int]] = [[] for _ in range(num_replicas)]
-    for episode in order:
-        count = int(window_counts[episode])
-        if count == 0:
-            continue
-        rank = int(np.argmin(loads))
-        owned[rank].append(int(episode))
-        loads[rank] += count
-    return owned
+# Version of the plan in ``state_dict``: states without it come from the plan that gave each rank
+# whole episodes, which differs from this one on more than one process.
+PLAN_VERSION = 2
 
 
 def batches_per_rank(window_counts: Sequence[int], batch_size: int, num_replicas: int) -> int:
     """The number of batches every rank yields in every epoch (see the module docstring, step 3)."""
-    counts = np.asarray(window_counts, dtype=np.int64)
-    if counts.size == 0:
-        return 0
-    guaranteed = -(-(int(counts.sum()) - (num_replicas - 1) * int(counts.max())) // num_replicas)
-    return max(0, guaranteed) // batch_size
+    return int(np.sum(window_counts, dtype=np.int64)) // (batch_size * num_replicas)
+
+
+def run_windows(
+    order: np.ndarray, window_counts: np.ndarray, offsets: np.ndarray, positions: np.ndarray
+) -> np.ndarray:
+    """Window indices at ``positions`` of the sequence that lays episodes end to end in ``order``."""
+    counts = window_counts[order]
+    ends = np.cumsum(counts)
+    nth = np.searchsorted(ends, positions, side="right")
+    return offsets[order][nth] + positions - (ends - counts)[nth]
 
 
 class EpisodeContinuousBatchSampler(Sampler[list[int]]):
@@ -127,14 +125,9 @@ class EpisodeContinuousBatchSampler(Sampler[list[int]]):
 
     def plan(self, epoch: int) -> np.ndarray:
         """This rank's batches of ``epoch``: an (N, B) array of window indices, row i = batch i."""
-        owned = assign_episodes(self.episode_order(epoch), self.window_counts, self.num_replicas)[self.rank]
-        used = self.num_batches * self.batch_size
-        if used == 0:
-            return np.zeros((0, self.batch_size), dtype=np.int64)
-        windows = np.concatenate(
-            [self.offsets[e] + np.arange(self.window_counts[e], dtype=np.int64) for e in owned]
-        )
-        return windows[:used].reshape(self.batch_size, self.num_batches).T
+        runs = self.rank * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
+        positions = runs[None, :] * self.num_batches + np.arange(self.num_batches, dtype=np.int64)[:, None]
+        return run_windows(self.episode_order(epoch), self.window_counts, self.offsets, positions)
 
     def __iter__(self) -> Iterator[list[int]]:
         start = 0
@@ -143,9 +136,9 @@ class EpisodeContinuousBatchSampler(Sampler[list[int]]):
         self._resume = None
         batches = self.plan(self.epoch)
         self._yielded = start
-        for row in batches[start:]:
+        for row in batches[start:].tolist():
             self._yielded += 1
-            yield row.tolist()
+            yield row
 
     def __len__(self) -> int:
         return self.num_batches
@@ -158,6 +151,7 @@ class EpisodeContinuousBatchSampler(Sampler[list[int]]):
             "num_replicas": self.num_replicas,
             "num_windows": self.num_windows,
             "num_episodes": int(self.window_counts.size),
+            "plan_version": PLAN_VERSION,
         }
 
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
@@ -176,6 +170,8 @@ class EpisodeContinuousBatchSampler(Sampler[list[int]]):
         so the epoch is then restarted from its first batch, with a warning.
         """
         self.epoch = int(state["epoch"])
+        if "plan_version" not in state and state.get("num_replicas") == 1:
+            state = {**state, "plan_version": PLAN_VERSION}  # one process: both plans are the same
         current = self._fingerprint()
         changes = [f"{k} {state.get(k)} -> {v}" for k, v in current.items() if state.get(k) != v]
         if changes:

@@ -1,4 +1,4 @@
-"""DDP with two CPU processes (gloo): disjoint episodes, synchronised weights, one writer, exact resume."""
+"""DDP with two CPU processes (gloo): disjoint windows, synchronised weights, one writer, exact resume."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ N = 3
 def check_ranks(out: Path, steps: int) -> None:
     rank0, rank1 = read_batches(out / "batches-rank0.jsonl"), read_batches(out / "batches-rank1.jsonl")
     assert [row["step"] for row in rank0] == [row["step"] for row in rank1] == list(range(steps))
-    episodes0 = {e for row in rank0 for e in row["episode"]}
-    episodes1 = {e for row in rank1 for e in row["episode"]}
-    assert episodes0 and episodes1 and not episodes0 & episodes1
+    windows0 = {w for row in rank0 for w in zip(row["episode"], row["timestamp"], strict=True)}
+    windows1 = {w for row in rank1 for w in zip(row["episode"], row["timestamp"], strict=True)}
+    assert windows0 and windows1 and not windows0 & windows1
     # Gradients are all-reduced: both ranks end with the same weights, EMA and optimizer state.
     assert_same_state(load_final(out / "final-rank0.pt"), load_final(out / "final-rank1.pt"), buffers=False)
     assert not list(out.rglob(".tmp-*"))
