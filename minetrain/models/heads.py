@@ -19,24 +19,34 @@ N_CAMERA = 121
 
 
 class CategoricalHead(nn.Module):
-    """Linear layer to log-probabilities over ``n`` classes (normalised, so ``logsumexp == 0``)."""
+    """Linear layer to log-probabilities over ``n`` classes (normalised, so ``logsumexp == 0``).
 
-    def __init__(self, dim: int, n: int) -> None:
+    ``temperature`` divides the logits before normalising (VPT's published models use 2).
+    """
+
+    def __init__(self, dim: int, n: int, temperature: float = 1.0) -> None:
         super().__init__()
         self.linear_layer = nn.Linear(dim, n)
+        self.temperature = temperature
         # Small initial logits: a fresh policy starts close to uniform.
         fan_in_(self.linear_layer, 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.linear_layer(x).float(), dim=-1)
+        logits = self.linear_layer(x)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return F.log_softmax(logits.float(), dim=-1)
 
 
 class ActionHeads(nn.ModuleDict):
     """One categorical head per agent-action key."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, temperature: float = 1.0) -> None:
         super().__init__(
-            {"buttons": CategoricalHead(dim, N_BUTTONS), "camera": CategoricalHead(dim, N_CAMERA)}
+            {
+                "buttons": CategoricalHead(dim, N_BUTTONS, temperature),
+                "camera": CategoricalHead(dim, N_CAMERA, temperature),
+            }
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -33,12 +33,7 @@ def _tensor(value: object, name: str) -> torch.Tensor:
         raise ConfigError(f"batch[{name!r}] must be a tensor or array, got {type(value).__name__}") from exc
 
 
-def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
-    """Validate a training/inference batch and move it to ``device``.
-
-    ``segment`` (or the reference's ``segmentation``) may be absent: the policy then runs
-    unconditioned (obj_id -1, empty mask). ``first`` defaults to all False.
-    """
+def _image(batch: Mapping) -> torch.Tensor:
     if "image" not in batch:
         raise ConfigError(f"batch has no 'image' (keys: {sorted(batch)}); expected (B,T,H,W,3) uint8 frames")
     image = _tensor(batch["image"], "image")
@@ -46,6 +41,34 @@ def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
         raise ConfigError(
             f"batch['image'] is {tuple(image.shape)} {image.dtype}; expected (B,T,H,W,3) uint8 RGB frames"
         )
+    return image
+
+
+def _first(batch: Mapping, b: int, t: int) -> torch.Tensor:
+    first = batch.get("first")
+    if first is None:
+        return torch.zeros(b, t, dtype=torch.bool)
+    first = _tensor(first, "first")
+    if tuple(first.shape) != (b, t):
+        raise ConfigError(f"batch['first'] is {tuple(first.shape)}; expected {(b, t)} booleans")
+    return first
+
+
+def parse_frames(batch: Mapping, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the frames and episode flags of a batch (policies without conditioning) and move them
+    to ``device``: image (B,T,H,W,3) uint8 and first (B,T) bool, all False when absent."""
+    image = _image(batch)
+    first = _first(batch, *image.shape[:2])
+    return image.to(device, non_blocking=True), first.to(device, torch.bool, non_blocking=True)
+
+
+def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
+    """Validate a training/inference batch and move it to ``device``.
+
+    ``segment`` (or the reference's ``segmentation``) may be absent: the policy then runs
+    unconditioned (obj_id -1, empty mask). ``first`` defaults to all False.
+    """
+    image = _image(batch)
     b, t, h, w = image.shape[:4]
     segment = batch.get("segment", batch.get("segmentation"))
     if segment is None:
@@ -68,13 +91,7 @@ def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
             f"batch['segment']['obj_id'] has values in [{int(obj_id.min())}, {int(obj_id.max())}]; "
             f"expected interaction types in [{MIN_OBJ_ID}, {MAX_OBJ_ID}] (-1 = none)"
         )
-    first = batch.get("first")
-    if first is None:
-        first = torch.zeros(b, t, dtype=torch.bool)
-    else:
-        first = _tensor(first, "first")
-        if tuple(first.shape) != (b, t):
-            raise ConfigError(f"batch['first'] is {tuple(first.shape)}; expected {(b, t)} booleans")
+    first = _first(batch, b, t)
     return PolicyInput(
         image=image.to(device, non_blocking=True),
         mask=mask.to(device, non_blocking=True),
