@@ -7,11 +7,13 @@ Names follow the reference checkpoints (``pi_head.buttons.linear_layer``, ``valu
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minetrain.actions import agent_to_env
 from minetrain.models.memory import fan_in_
 
 N_BUTTONS = 8641
@@ -93,6 +95,16 @@ def sample(log_probs: torch.Tensor, deterministic: bool, top_p: float | None) ->
         keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
     return torch.multinomial(probs, 1).view(log_probs.shape[:-1])
+
+
+def env_actions(
+    pi_logits: Mapping[str, torch.Tensor], deterministic: bool, top_p: float | None, single: bool
+) -> dict[str, Any]:
+    """Env-format actions (numpy) sampled from one step's log-probabilities {key: (N, 1, C)}; without
+    the leading N axis when ``single`` (one environment)."""
+    agent = {key: sample(lp[:, 0], deterministic, top_p).cpu().numpy() for key, lp in pi_logits.items()}
+    env = agent_to_env(agent)
+    return {key: value[0] for key, value in env.items()} if single else env
 
 
 class EwmaNormalizer(nn.Module):

@@ -14,13 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minetrain.actions import agent_to_env
 from minetrain.errors import ConfigError
 from minetrain.models import checkpoint
 from minetrain.models.backbone import build_backbone, checkpoint_stages
 from minetrain.models.folding import FoldedCopy
 from minetrain.models.fused import REBUILD, rebuilt_activations
-from minetrain.models.heads import ActionHeads, ValueHead, sample
+from minetrain.models.heads import ActionHeads, ValueHead, env_actions
 from minetrain.models.inputs import MAX_OBJ_ID, MIN_OBJ_ID, check_memory, parse_batch
 from minetrain.models.memory import FanInLinear, RecurrentBlocks
 
@@ -221,14 +220,7 @@ class RocketPolicy(nn.Module):
         if obs.get("first") is not None:
             batch["first"] = add_axes(obs["first"])
         outputs, memory = self(batch, memory)
-        agent = {
-            key: sample(log_probs[:, 0], deterministic, self.config["nucleus_prob"]).cpu().numpy()
-            for key, log_probs in outputs["pi_logits"].items()
-        }
-        env = agent_to_env(agent)
-        if single:
-            env = {key: value[0] for key, value in env.items()}
-        return env, memory
+        return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically)."""

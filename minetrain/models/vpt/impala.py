@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from minetrain.errors import ConfigError
 from minetrain.models.memory import FanInLinear
@@ -129,10 +130,13 @@ class ImpalaCNN(nn.Module):
             )
             c, h, w = outchan, (h + 1) // 2, (w + 1) // 2
         self.dense = FanInLinear(c * h * w, CNN_OUTSIZE, 1.4, layer_norm=dense_layer_norm(norm), relu=True)
+        # Training setting: recompute each stack's activations in backward instead of keeping them.
+        self.checkpoint_stacks = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        recompute = self.checkpoint_stacks and torch.is_grad_enabled()
         for stack in self.stacks:
-            x = stack(x)
+            x = checkpoint(stack, x, use_reentrant=False) if recompute else stack(x)
         # Flattened in (C, H, W) order, as the published dense weights expect.
         return self.dense(x.flatten(1))
 

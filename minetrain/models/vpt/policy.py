@@ -16,13 +16,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from minetrain.actions import agent_to_env
 from minetrain.errors import CheckpointError, ConfigError
 from minetrain.models import checkpoint as checkpoint_files
 from minetrain.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-from minetrain.models.heads import ActionHeads, ValueHead, sample
+from minetrain.models.heads import ActionHeads, ValueHead, env_actions
 from minetrain.models.inputs import check_memory, parse_frames
 from minetrain.models.memory import FanInLinear
 from minetrain.models.vpt.formats import load_weights, read_config_json
@@ -63,22 +61,12 @@ class VPTNet(nn.Module):
         )
         self.lastlayer = FanInLinear(hidsize, hidsize, 1.0, layer_norm=dense_layer_norm(norm), relu=True)
         self.final_ln = nn.LayerNorm(hidsize)
-        self.checkpoint_cnn = False
-
-    def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, T, H, W, 3) uint8 -> (B, T, hidsize) frame features."""
-        b, t = image.shape[:2]
-        frames = image.flatten(0, 1)
-        if self.checkpoint_cnn and torch.is_grad_enabled():
-            x = checkpoint(self.img_process, frames, use_reentrant=False)
-        else:
-            x = self.img_process(frames)
-        return x.view(b, t, -1)
 
     def forward(
         self, image: torch.Tensor, first: torch.Tensor, memory: list[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = self.encode(image)
+        b, t = image.shape[:2]
+        x = self.img_process(image.flatten(0, 1)).view(b, t, -1)
         if self.pre_lstm_ln is not None:
             x = self.pre_lstm_ln(x)
         x, memory = self.recurrent_layer(x, first, memory)
@@ -111,9 +99,10 @@ class VPTPolicy(nn.Module):
     reference). Only the transformer recurrence with the clipped causal mask exists here, as in
     every published VPT model.
 
-    ``checkpoint_cnn`` trades compute for memory in training: the image encoder runs under
-    activation checkpointing, so only its (B*T, hidsize) output is kept for backward and the
-    encoder is run again in backward. A training setting, not part of the saved config.
+    ``checkpoint_cnn`` trades compute for memory in training: each down-sampling stack of the image
+    encoder runs under activation checkpointing, so only the stack outputs are kept for backward
+    and one stack's activations are recomputed at a time (``benchmarks/vpt_memory.py`` estimates
+    the saving). Outputs and gradients are unchanged. A training setting, not part of the config.
     """
 
     policy_name = "vpt"
@@ -169,7 +158,7 @@ class VPTPolicy(nn.Module):
         _check_config(config)
         self.config = config
         self.net = VPTNet(config)
-        self.net.checkpoint_cnn = bool(checkpoint_cnn)
+        self.net.img_process.cnn.checkpoint_stacks = bool(checkpoint_cnn)
         self.pi_head = ActionHeads(hidsize, temperature=config["temperature"])
         self.value_head = ValueHead(hidsize)
 
@@ -226,14 +215,7 @@ class VPTPolicy(nn.Module):
             first = torch.as_tensor(obs["first"])
             batch["first"] = first[None, None] if single else first[:, None]
         outputs, memory = self(batch, memory)
-        agent = {
-            key: sample(log_probs[:, 0], deterministic, self.config["nucleus_prob"]).cpu().numpy()
-            for key, log_probs in outputs["pi_logits"].items()
-        }
-        env = agent_to_env(agent)
-        if single:
-            env = {key: value[0] for key, value in env.items()}
-        return env, memory
+        return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` (with ``"name": "vpt"``) into ``directory``,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minetrain.models.memory import FanInLinear, MemoryAttention
+from minetrain.models.memory import FanInLinear, MemoryAttention, empty_memory
 
 
 class TransformerBlock(nn.Module):
@@ -91,14 +91,7 @@ class RecurrentTransformer(nn.Module):
 
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
         """Empty memory: all slots invalid, zero keys and values."""
-        state = []
-        for _ in self.blocks:
-            state += [
-                torch.zeros(batch_size, 1, self.mem_len, dtype=torch.bool, device=device),
-                torch.zeros(batch_size, self.mem_len, self.dim, dtype=dtype, device=device),
-                torch.zeros(batch_size, self.mem_len, self.dim, dtype=dtype, device=device),
-            ]
-        return state
+        return empty_memory(len(self.blocks), batch_size, self.mem_len, self.dim, device, dtype)
 
     def forward(
         self, x: torch.Tensor, first: torch.Tensor, state: list[torch.Tensor]
