@@ -12,6 +12,7 @@ import torch
 from minetrain.errors import CheckpointError, ConfigError, UnsafeDataError
 from minetrain.models.heads import ActionHeads
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
+from minetrain.models.vpt.formats import config_from_json, reference_hub_config
 
 TOL = 1e-5
 TINY = {
@@ -195,3 +196,10 @@ def test_model_file_without_weights_is_a_fresh_policy(tmp_path):
     model = load_vpt_policy(write_model_file(tmp_path / "tiny.model", TINY_KWARGS, temperature=1.5))
     assert model.config["temperature"] == 1.5 and model.config["hidsize"] == 8
     assert model.config["img_shape"] == [16, 16, 3]
+
+
+def test_reference_hub_config_round_trips(tiny):
+    # MineStudio's VPTPolicy.from_pretrained loads this layout (checked by hand with MineStudio 1.1.6).
+    hub = reference_hub_config(tiny.config)
+    assert hub["action_space"] is None and hub["policy_kwargs"]["hidsize"] == 8
+    assert config_from_json(hub, "hub") == {k: v for k, v in tiny.config.items() if v is not None}

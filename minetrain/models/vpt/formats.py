@@ -95,6 +95,20 @@ def config_from_json(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     return {key: data[key] for key in allowed if key in data}
 
 
+def reference_hub_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """MineStudio's Hub ``config.json`` for a ``VPTPolicy`` config: what its ``VPTPolicy.from_pretrained``
+    passes to its constructor (``policy_kwargs``, the head's sampling options, no custom action space)."""
+    return {
+        "action_space": None,
+        "policy_kwargs": {
+            "recurrence_type": "transformer",
+            "attention_mask_style": "clipped_causal",
+            **{key: config[key] for key in ARCHITECTURE_KEYS if key in config},
+        },
+        **{key: config[key] for key in SAMPLING_KEYS if config.get(key) is not None},
+    }
+
+
 def read_config_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
