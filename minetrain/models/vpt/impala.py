@@ -74,6 +74,26 @@ class ResidualBlock(nn.Module):
         return x + self.conv1(self.conv0(x))
 
 
+class MaxPoolRecomputingIndices(torch.autograd.Function):
+    """VPT's 3x3 stride-2 max-pool, whose backward finds the maxima again in its input instead of
+    keeping them as int64 indices (four times the size of the bf16 output, about a sixth of the
+    CNN's saved activations). The input costs nothing to keep: the ReLU before the pool keeps it.
+    Outputs and gradients are exactly those of ``F.max_pool2d``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        _, indices = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, return_indices=True)
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, [3, 3], [2, 2], [1, 1], [1, 1], False, indices
+        )
+
+
 class DownStack(nn.Module):
     """Convolution, 3x3 max-pool with stride 2, optional GroupNorm, residual blocks."""
 
@@ -95,7 +115,7 @@ class DownStack(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(self.firstconv(x), kernel_size=3, stride=2, padding=1)
+        x = MaxPoolRecomputingIndices.apply(self.firstconv(x))
         if self.n is not None:
             x = self.n(x)
         for block in self.blocks:
