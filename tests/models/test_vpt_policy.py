@@ -219,3 +219,17 @@ def test_max_pool_recomputing_indices_equals_max_pool(dtype):
     ours.backward(grad)
     plain.backward(grad)
     assert torch.equal(x.grad, y.grad)
+
+
+def test_checkpoint_with_objects_needs_weights_only_false(tiny, tmp_path):
+    model_file = write_model_file(tmp_path / "tiny.model", TINY_KWARGS)
+    ckpt = {
+        "state_dict": {f"mine_policy.{k}": v for k, v in tiny.state_dict().items()},
+        "hyper_parameters": {"when": np.datetime64("2025-01-01")},
+    }
+    torch.save(ckpt, tmp_path / "objects.ckpt")
+    with pytest.raises(CheckpointError, match=r"objects\.ckpt holds objects .*weights_only=False"):
+        load_vpt_policy(model_file, tmp_path / "objects.ckpt")
+    model = load_vpt_policy(model_file, tmp_path / "objects.ckpt", weights_only=False)
+    loaded, saved = model.state_dict(), tiny.state_dict()
+    assert all(torch.equal(loaded[key], saved[key]) for key in saved)

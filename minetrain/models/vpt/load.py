@@ -39,17 +39,22 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     return config_from_policy_kwargs(policy_kwargs, head if isinstance(head, Mapping) else {}, str(path))
 
 
-def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from an OpenAI ``.weights`` file or a Lightning ``.ckpt`` (``mine_policy.`` keys)."""
+def read_weights_file(path: str | Path, weights_only: bool = True) -> dict[str, torch.Tensor]:
+    """A state dict from an OpenAI ``.weights`` file or a Lightning ``.ckpt`` (``mine_policy.`` keys).
+
+    ``weights_only=False`` also reads checkpoints whose other entries hold arbitrary objects (e.g.
+    hyperparameters as OmegaConf containers); only for files you trust, as unpickling runs code.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"VPT weights {path} do not exist")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        content = torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(
-            f"{path} holds objects a weights-only load refuses ({first}); expected a state dict or checkpoint"
+            f"{path} holds objects a weights-only load refuses ({first}); "
+            "pass weights_only=False if you trust this file"
         ) from None
     except (OSError, RuntimeError, EOFError) as exc:
         raise CheckpointError(f"cannot read VPT weights {path}: {exc}") from None
@@ -71,7 +76,11 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_vpt_policy(
-    model_path: str | Path, weights_path: str | Path | None = None, **overrides: Any
+    model_path: str | Path,
+    weights_path: str | Path | None = None,
+    *,
+    weights_only: bool = True,
+    **overrides: Any,
 ) -> VPTPolicy:
     """A ``VPTPolicy`` from OpenAI's or MineStudio's files, or from a ``save_pretrained`` directory.
 
@@ -80,7 +89,8 @@ def load_vpt_policy(
     ``weights_path`` the policy is freshly initialised, as the reference's loader does. A directory
     ``model_path`` (minetrain's or MineStudio's Hub layout) holds both. ``overrides`` (e.g.
     ``nucleus_prob``, ``checkpoint_cnn``) win over the recorded arguments. Weights load strictly:
-    missing or unknown keys are a ``CheckpointError`` naming them.
+    missing or unknown keys are a ``CheckpointError`` naming them. ``weights_only``: see
+    ``read_weights_file``.
     """
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -98,5 +108,5 @@ def load_vpt_policy(
         )
     model = build_policy(VPTPolicy, {**read_model_file(model_path), **overrides}, str(model_path))
     if weights_path is not None:
-        load_weights(model, read_weights_file(weights_path), str(weights_path))
+        load_weights(model, read_weights_file(weights_path, weights_only), str(weights_path))
     return model
