@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -119,3 +119,35 @@ def check_memory(
             raise ConfigError(
                 f"memory[{i}] has shape {tuple(tensor.shape)}; expected {(batch_size, *shape)} for this model"
             )
+
+
+def carried_memory(
+    memory: Sequence[torch.Tensor] | None,
+    batch_size: int,
+    expected: Sequence[tuple[int, ...]],
+    initial: Callable[[int], list[torch.Tensor]],
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """The memory a policy call starts from: ``initial(batch_size)`` when None, else ``memory`` checked
+    against the per-sample shapes ``expected`` and moved to ``device``."""
+    if memory is None:
+        return initial(batch_size)
+    check_memory(memory, batch_size, expected)
+    return [m.to(device) for m in memory]
+
+
+def add_step_axis(value: object, single: bool) -> torch.Tensor:
+    """One step of one environment (no leading axes) or of N (leading N) as a (N, 1, ...) batch."""
+    value = torch.as_tensor(value)
+    return value[None, None] if single else value[:, None]
+
+
+def step_frames(obs: Mapping) -> tuple[torch.Tensor, bool]:
+    """``obs['image']`` of one step, (H,W,3) for one environment or (N,H,W,3) for N, as (N,1,H,W,3),
+    and whether it was a single environment."""
+    image = torch.as_tensor(obs["image"]) if "image" in obs else None
+    if image is None or image.ndim not in (3, 4):
+        shape = None if image is None else tuple(image.shape)
+        raise ConfigError(f"obs['image'] is {shape}; expected (H,W,3) for one env or (N,H,W,3) for N envs")
+    single = image.ndim == 3
+    return add_step_axis(image, single), single

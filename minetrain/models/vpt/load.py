@@ -6,7 +6,6 @@ no file runs code when read (``.model`` pickles go through the data-only unpickl
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import CheckpointError
 from minetrain.models.checkpoint import LIGHTNING_PREFIX
+from minetrain.models.checkpoint import _read_lightning as read_torch_checkpoint
 from minetrain.models.vpt.formats import config_from_policy_kwargs, load_weights
 from minetrain.models.vpt.policy import VPTPolicy, build_policy
 
@@ -48,18 +48,7 @@ def read_weights_file(path: str | Path, weights_only: bool = True) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"VPT weights {path} do not exist")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(
-            f"{path} holds objects a weights-only load refuses ({first}); "
-            "pass weights_only=False if you trust this file"
-        ) from None
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"cannot read VPT weights {path}: {exc}") from None
-    if not isinstance(content, Mapping):
-        raise CheckpointError(f"{path} holds a {type(content).__name__}; expected a state dict")
+    content = read_torch_checkpoint(path, weights_only)
     state_dict = content.get("state_dict", content)
     if any(str(key).startswith(LIGHTNING_PREFIX) for key in state_dict):
         state_dict = {

@@ -21,7 +21,7 @@ from minetrain.errors import CheckpointError, ConfigError
 from minetrain.models import checkpoint as checkpoint_files
 from minetrain.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from minetrain.models.heads import ActionHeads, ValueHead, env_actions
-from minetrain.models.inputs import check_memory, parse_frames
+from minetrain.models.inputs import add_step_axis, carried_memory, parse_frames, step_frames
 from minetrain.models.memory import FanInLinear
 from minetrain.models.vpt.formats import load_weights, read_config_json
 from minetrain.models.vpt.impala import ImageEncoder, dense_layer_norm
@@ -181,12 +181,9 @@ class VPTPolicy(nn.Module):
                 f"batch['image'] frames are {h}x{w} but this VPT policy was built for "
                 f"{expected[0]}x{expected[1]} (img_shape); resize the frames to that size (data frame size)"
             )
-        if memory is None:
-            memory = self.initial_state(b)
-        else:
-            check_memory(memory, b, self.net.recurrent_layer.memory_shapes())
-            memory = [m.to(self.device) for m in memory]
-        x, memory = self.net(image, first, list(memory))
+        shapes = self.net.recurrent_layer.memory_shapes()
+        memory = carried_memory(memory, b, shapes, self.initial_state, self.device)
+        x, memory = self.net(image, first, memory)
         outputs = {"pi_logits": self.pi_head(x), "vpred": self.value_head(x)}
         return outputs, [m.detach() for m in memory]
 
@@ -203,17 +200,10 @@ class VPTPolicy(nn.Module):
         axis. Returns env-format actions (numpy arrays, leading axis N unless a single environment
         was given) and the new memory.
         """
-        image = torch.as_tensor(obs["image"]) if "image" in obs else None
-        if image is None or image.ndim not in (3, 4):
-            shape = None if image is None else tuple(image.shape)
-            raise ConfigError(
-                f"obs['image'] is {shape}; expected (H,W,3) for one env or (N,H,W,3) for N envs"
-            )
-        single = image.ndim == 3
-        batch = {"image": image[None, None] if single else image[:, None]}
+        image, single = step_frames(obs)
+        batch = {"image": image}
         if obs.get("first") is not None:
-            first = torch.as_tensor(obs["first"])
-            batch["first"] = first[None, None] if single else first[:, None]
+            batch["first"] = add_step_axis(obs["first"], single)
         outputs, memory = self(batch, memory)
         return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 
