@@ -7,11 +7,13 @@ Names follow the reference checkpoints (``pi_head.buttons.linear_layer``, ``valu
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minetrain.actions import agent_to_env
 from minetrain.models.memory import fan_in_
 
 N_BUTTONS = 8641
@@ -19,24 +21,34 @@ N_CAMERA = 121
 
 
 class CategoricalHead(nn.Module):
-    """Linear layer to log-probabilities over ``n`` classes (normalised, so ``logsumexp == 0``)."""
+    """Linear layer to log-probabilities over ``n`` classes (normalised, so ``logsumexp == 0``).
 
-    def __init__(self, dim: int, n: int) -> None:
+    ``temperature`` divides the logits before normalising (VPT's published models use 2).
+    """
+
+    def __init__(self, dim: int, n: int, temperature: float = 1.0) -> None:
         super().__init__()
         self.linear_layer = nn.Linear(dim, n)
+        self.temperature = temperature
         # Small initial logits: a fresh policy starts close to uniform.
         fan_in_(self.linear_layer, 0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.linear_layer(x).float(), dim=-1)
+        logits = self.linear_layer(x)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return F.log_softmax(logits.float(), dim=-1)
 
 
 class ActionHeads(nn.ModuleDict):
     """One categorical head per agent-action key."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, temperature: float = 1.0) -> None:
         super().__init__(
-            {"buttons": CategoricalHead(dim, N_BUTTONS), "camera": CategoricalHead(dim, N_CAMERA)}
+            {
+                "buttons": CategoricalHead(dim, N_BUTTONS, temperature),
+                "camera": CategoricalHead(dim, N_CAMERA, temperature),
+            }
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -83,6 +95,16 @@ def sample(log_probs: torch.Tensor, deterministic: bool, top_p: float | None) ->
         keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
     return torch.multinomial(probs, 1).view(log_probs.shape[:-1])
+
+
+def env_actions(
+    pi_logits: Mapping[str, torch.Tensor], deterministic: bool, top_p: float | None, single: bool
+) -> dict[str, Any]:
+    """Env-format actions (numpy) sampled from one step's log-probabilities {key: (N, 1, C)}; without
+    the leading N axis when ``single`` (one environment)."""
+    agent = {key: sample(lp[:, 0], deterministic, top_p).cpu().numpy() for key, lp in pi_logits.items()}
+    env = agent_to_env(agent)
+    return {key: value[0] for key, value in env.items()} if single else env
 
 
 class EwmaNormalizer(nn.Module):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,12 +33,7 @@ def _tensor(value: object, name: str) -> torch.Tensor:
         raise ConfigError(f"batch[{name!r}] must be a tensor or array, got {type(value).__name__}") from exc
 
 
-def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
-    """Validate a training/inference batch and move it to ``device``.
-
-    ``segment`` (or the reference's ``segmentation``) may be absent: the policy then runs
-    unconditioned (obj_id -1, empty mask). ``first`` defaults to all False.
-    """
+def _image(batch: Mapping) -> torch.Tensor:
     if "image" not in batch:
         raise ConfigError(f"batch has no 'image' (keys: {sorted(batch)}); expected (B,T,H,W,3) uint8 frames")
     image = _tensor(batch["image"], "image")
@@ -46,6 +41,34 @@ def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
         raise ConfigError(
             f"batch['image'] is {tuple(image.shape)} {image.dtype}; expected (B,T,H,W,3) uint8 RGB frames"
         )
+    return image
+
+
+def _first(batch: Mapping, b: int, t: int) -> torch.Tensor:
+    first = batch.get("first")
+    if first is None:
+        return torch.zeros(b, t, dtype=torch.bool)
+    first = _tensor(first, "first")
+    if tuple(first.shape) != (b, t):
+        raise ConfigError(f"batch['first'] is {tuple(first.shape)}; expected {(b, t)} booleans")
+    return first
+
+
+def parse_frames(batch: Mapping, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate the frames and episode flags of a batch (policies without conditioning) and move them
+    to ``device``: image (B,T,H,W,3) uint8 and first (B,T) bool, all False when absent."""
+    image = _image(batch)
+    first = _first(batch, *image.shape[:2])
+    return image.to(device, non_blocking=True), first.to(device, torch.bool, non_blocking=True)
+
+
+def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
+    """Validate a training/inference batch and move it to ``device``.
+
+    ``segment`` (or the reference's ``segmentation``) may be absent: the policy then runs
+    unconditioned (obj_id -1, empty mask). ``first`` defaults to all False.
+    """
+    image = _image(batch)
     b, t, h, w = image.shape[:4]
     segment = batch.get("segment", batch.get("segmentation"))
     if segment is None:
@@ -68,13 +91,7 @@ def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
             f"batch['segment']['obj_id'] has values in [{int(obj_id.min())}, {int(obj_id.max())}]; "
             f"expected interaction types in [{MIN_OBJ_ID}, {MAX_OBJ_ID}] (-1 = none)"
         )
-    first = batch.get("first")
-    if first is None:
-        first = torch.zeros(b, t, dtype=torch.bool)
-    else:
-        first = _tensor(first, "first")
-        if tuple(first.shape) != (b, t):
-            raise ConfigError(f"batch['first'] is {tuple(first.shape)}; expected {(b, t)} booleans")
+    first = _first(batch, b, t)
     return PolicyInput(
         image=image.to(device, non_blocking=True),
         mask=mask.to(device, non_blocking=True),
@@ -102,3 +119,35 @@ def check_memory(
             raise ConfigError(
                 f"memory[{i}] has shape {tuple(tensor.shape)}; expected {(batch_size, *shape)} for this model"
             )
+
+
+def carried_memory(
+    memory: Sequence[torch.Tensor] | None,
+    batch_size: int,
+    expected: Sequence[tuple[int, ...]],
+    initial: Callable[[int], list[torch.Tensor]],
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """The memory a policy call starts from: ``initial(batch_size)`` when None, else ``memory`` checked
+    against the per-sample shapes ``expected`` and moved to ``device``."""
+    if memory is None:
+        return initial(batch_size)
+    check_memory(memory, batch_size, expected)
+    return [m.to(device) for m in memory]
+
+
+def add_step_axis(value: object, single: bool) -> torch.Tensor:
+    """One step of one environment (no leading axes) or of N (leading N) as a (N, 1, ...) batch."""
+    value = torch.as_tensor(value)
+    return value[None, None] if single else value[:, None]
+
+
+def step_frames(obs: Mapping) -> tuple[torch.Tensor, bool]:
+    """``obs['image']`` of one step, (H,W,3) for one environment or (N,H,W,3) for N, as (N,1,H,W,3),
+    and whether it was a single environment."""
+    image = torch.as_tensor(obs["image"]) if "image" in obs else None
+    if image is None or image.ndim not in (3, 4):
+        shape = None if image is None else tuple(image.shape)
+        raise ConfigError(f"obs['image'] is {shape}; expected (H,W,3) for one env or (N,H,W,3) for N envs")
+    single = image.ndim == 3
+    return add_step_axis(image, single), single

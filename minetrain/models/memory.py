@@ -59,6 +59,21 @@ def attention_mask(
     return same_episode & in_window, still_valid[:, -mem_len:]
 
 
+def empty_memory(
+    layers: int, batch_size: int, mem_len: int, dim: int, device: torch.device, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """Memory of ``layers`` attention layers before any step: (mask, keys, values) per layer, every
+    slot invalid, keys and values zero."""
+    state = []
+    for _ in range(layers):
+        state += [
+            torch.zeros(batch_size, 1, mem_len, dtype=torch.bool, device=device),
+            torch.zeros(batch_size, mem_len, dim, dtype=dtype, device=device),
+            torch.zeros(batch_size, mem_len, dim, dtype=dtype, device=device),
+        ]
+    return state
+
+
 class RelativeAttention(nn.Module):
     """Multi-head attention with a learnt bias per (head, time difference), in ``mem_len`` buckets."""
 
@@ -200,14 +215,7 @@ class RecurrentBlocks(nn.Module):
 
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
         """Empty memory: all slots invalid, zero keys and values."""
-        state = []
-        for _ in self.blocks:
-            state += [
-                torch.zeros(batch_size, 1, self.mem_len, dtype=torch.bool, device=device),
-                torch.zeros(batch_size, self.mem_len, self.dim, dtype=dtype, device=device),
-                torch.zeros(batch_size, self.mem_len, self.dim, dtype=dtype, device=device),
-            ]
-        return state
+        return empty_memory(len(self.blocks), batch_size, self.mem_len, self.dim, device, dtype)
 
     def forward(
         self, x: torch.Tensor, first: torch.Tensor, state: list[torch.Tensor], cond: torch.Tensor

@@ -14,14 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minetrain.actions import agent_to_env
 from minetrain.errors import ConfigError
 from minetrain.models import checkpoint
 from minetrain.models.backbone import build_backbone, checkpoint_stages
 from minetrain.models.folding import FoldedCopy
 from minetrain.models.fused import REBUILD, rebuilt_activations
-from minetrain.models.heads import ActionHeads, ValueHead, sample
-from minetrain.models.inputs import MAX_OBJ_ID, MIN_OBJ_ID, check_memory, parse_batch
+from minetrain.models.heads import ActionHeads, ValueHead, env_actions
+from minetrain.models.inputs import (
+    MAX_OBJ_ID,
+    MIN_OBJ_ID,
+    add_step_axis,
+    carried_memory,
+    parse_batch,
+    step_frames,
+)
 from minetrain.models.memory import FanInLinear, RecurrentBlocks
 
 N_INTERACTIONS = MAX_OBJ_ID - MIN_OBJ_ID + 1
@@ -175,11 +181,7 @@ class RocketPolicy(nn.Module):
     ) -> tuple[dict[str, Any], list[torch.Tensor]]:
         inputs = parse_batch(batch, self.device)
         b, t = inputs.image.shape[:2]
-        if memory is None:
-            memory = self.initial_state(b)
-        else:
-            check_memory(memory, b, self._memory_shapes())
-            memory = [m.to(self.device) for m in memory]
+        memory = carried_memory(memory, b, self._memory_shapes(), self.initial_state, self.device)
         x = self.encode_frames(inputs.image.flatten(0, 1), inputs.mask.flatten(0, 1)).view(b, t, -1)
         cond = self.interaction(inputs.obj_id + 1)
         x, memory = self.recurrent(x, inputs.first, memory, cond)
@@ -202,33 +204,15 @@ class RocketPolicy(nn.Module):
         (True at an episode start), without a time axis. Returns env-format actions (numpy arrays,
         leading axis N unless a single environment was given) and the new memory.
         """
-        image = torch.as_tensor(obs["image"]) if "image" in obs else None
-        if image is None or image.ndim not in (3, 4):
-            shape = None if image is None else tuple(image.shape)
-            raise ConfigError(
-                f"obs['image'] is {shape}; expected (H,W,3) for one env or (N,H,W,3) for N envs"
-            )
-        single = image.ndim == 3
-
-        def add_axes(value: Any) -> torch.Tensor:
-            value = torch.as_tensor(value)
-            return value[None, None] if single else value[:, None]
-
-        batch: dict[str, Any] = {"image": add_axes(image)}
+        image, single = step_frames(obs)
+        batch: dict[str, Any] = {"image": image}
         segment = obs.get("segment", obs.get("segmentation"))
         if segment is not None:
-            batch["segment"] = {key: add_axes(segment[key]) for key in ("obj_id", "obj_mask")}
+            batch["segment"] = {key: add_step_axis(segment[key], single) for key in ("obj_id", "obj_mask")}
         if obs.get("first") is not None:
-            batch["first"] = add_axes(obs["first"])
+            batch["first"] = add_step_axis(obs["first"], single)
         outputs, memory = self(batch, memory)
-        agent = {
-            key: sample(log_probs[:, 0], deterministic, self.config["nucleus_prob"]).cpu().numpy()
-            for key, log_probs in outputs["pi_logits"].items()
-        }
-        env = agent_to_env(agent)
-        if single:
-            env = {key: value[0] for key, value in env.items()}
-        return env, memory
+        return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically)."""

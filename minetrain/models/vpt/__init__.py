@@ -1,0 +1,6 @@
+"""OpenAI's VPT policy and loaders for its published weights and MineStudio's checkpoints."""
+
+from minetrain.models.vpt.load import load_vpt_policy
+from minetrain.models.vpt.policy import VPTPolicy
+
+__all__ = ["VPTPolicy", "load_vpt_policy"]
