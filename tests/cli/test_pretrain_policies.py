@@ -4,6 +4,7 @@ registered as `vpt`, so these tests do not depend on the VPT network)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from test_pretrain_usage import TINY, one_error_line
 
-from minetrain.models import RocketPolicy, load_checkpoint, registry
+from minetrain.data.store import TrajectoryStore
+from minetrain.models import RocketPolicy, load_checkpoint, load_policy, registry
 
 # The smallest run of the demo config: tiny model, no validation, no worker processes.
 ROCKET_RUN = [*TINY, "trainer.max_steps=2", "logger=none"]
@@ -158,7 +160,7 @@ def test_vpt_config_asks_for_the_model_files(
 
 
 @pytest.mark.slow
-def test_vpt_config_trains_and_prints_absolute_model_files(
+def test_vpt_config_trains_and_evaluate_rollout_export_take_its_checkpoint(
     in_process, capsys, stand_in_vpt, vpt_files, tmp_path: Path, eval_dataset: Path
 ):
     args = ["pretrain", "--config-name", "vpt", f"data.dataset_dirs=[{eval_dataset}]", *vpt_files, *VPT_TINY]
@@ -170,11 +172,22 @@ def test_vpt_config_trains_and_prints_absolute_model_files(
     loaded = load_checkpoint(run)
     assert loaded.policy_name == "vpt" and type(loaded.original) is StandInVPT
     data = loaded.hyper_parameters["data"]
-    assert (data["frame_width"], data["enable_segment"], data["episode_continuous_batch"]) == (
-        32,
-        False,
-        False,
-    )
+    assert data["frame_width"] == 32 and data["enable_segment"] is False
+
+    # evaluate, rollout-preview and export take the other policy's checkpoints; the MineStudio formats
+    # (RocketPolicy only) are refused in one line.
+    assert in_process(["evaluate", str(run), str(eval_dataset), "--split", "all", "--batches", "1"]) == 0
+    report = json.loads((tmp_path / "eval-last" / "report.json").read_text())
+    assert report["policy"] == "vpt" and report["data"]["frame_width"] == 32
+    episode = sorted(TrajectoryStore(eval_dataset).episodes)[0]
+    clip = ["rollout-preview", str(run), str(eval_dataset), "--episode", episode, "--frames", "3"]
+    assert in_process([*clip, "--out", "clip.mp4"]) == 0 and (tmp_path / "clip.mp4").is_file()
+    assert in_process(["export", str(run), "exported"]) == 0
+    assert type(load_policy(tmp_path / "exported")) is StandInVPT
+    capsys.readouterr()
+    code = in_process(["export", str(run), "ref.ckpt", "--format", "minestudio"])
+    line = one_error_line(code, capsys.readouterr().err)
+    assert "holds a 'vpt' policy" in line and "--format minetrain" in line
 
 
 @pytest.mark.slow

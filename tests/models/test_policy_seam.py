@@ -8,10 +8,9 @@ import json
 import os
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from model_helpers import TINY, make_batch
+from model_helpers import TINY, make_batch, save_lightning_checkpoint
 
 from minetrain.errors import CheckpointError, ConfigError
 from minetrain.models import (
@@ -52,23 +51,10 @@ def _logits(policy: torch.nn.Module) -> torch.Tensor:
         return policy.eval()(make_batch(1, 3))[0]["pi_logits"]["buttons"]
 
 
-def _save_lightning(policy: torch.nn.Module, path: Path, hyper: dict | None = None) -> Path:
+def _save_lightning(policy: torch.nn.Module, path: Path) -> Path:
     """``policy`` in a Lightning checkpoint as ``minetrain pretrain`` writes it (MineLightning's record)."""
-    module = MineLightning(
-        mine_policy=policy, callbacks=[BehaviorCloneCallback()], hyperparameters=hyper or {}, seed=0
-    )
-    trainer = L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-    )
-    trainer.strategy.connect(module)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(path)
-    return path
+    module = MineLightning(mine_policy=policy, callbacks=[BehaviorCloneCallback()], seed=0)
+    return save_lightning_checkpoint(module, path)
 
 
 def test_unknown_policy_name_is_one_line_listing_the_known_ones():
