@@ -16,8 +16,15 @@ from test_pretrain_usage import TINY, one_error_line
 from minetrain.data.store import TrajectoryStore
 from minetrain.models import RocketPolicy, load_checkpoint, load_policy, registry
 
-# The smallest run of the demo config: tiny model, no validation, no worker processes.
-ROCKET_RUN = [*TINY, "trainer.max_steps=2", "logger=none"]
+# The smallest run of the demo config: tiny model and frames, two steps, no worker processes.
+ROCKET_RUN = [
+    *TINY,
+    "model.hiddim=32",
+    "model.num_heads=2",
+    "model.num_layers=1",
+    "trainer.max_steps=2",
+    "logger=none",
+]
 # The VPT configs made tiny (frames, window, batch, one CPU process in fp32) for the stand-in policy.
 VPT_TINY = [
     "data.frame_width=32",
