@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from minetrain.cli.checkpoints import data_settings, load_checkpoint
+from minetrain.cli.checkpoints import data_settings, open_checkpoint
 from minetrain.cli.progress import progress_bar
 from minetrain.errors import ConfigError
 
@@ -90,7 +90,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         "--frame-size",
         type=frame_size,
         metavar="WxH",
-        help="frame size fed to the policy (default: what the checkpoint was trained with, else 224x224)",
+        help="frame size fed to the policy (default: what the checkpoint was trained with, else 224x224; "
+        "128x128 for VPT)",
     )
     parser.add_argument(
         "--device",
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     from minetrain.evaluation import evaluate_policies, plot_report
 
     console = Console()
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = open_checkpoint(args.checkpoint)
     overrides = {"split_ratio": args.split_ratio}
     if args.frame_size is not None:
         overrides.update(frame_width=args.frame_size[0], frame_height=args.frame_size[1])
@@ -217,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         "episodes": list(dataset.episodes),
         "max_batches": args.batches,
         "data": {key: settings[key] for key in sorted(settings)},
+        "policy": loaded.policy_name,
         "model": loaded.original.config,
         "results": results,
     }

@@ -1,8 +1,9 @@
 """``minetrain export SRC OUT [--format F] [--ema]``: a checkpoint's policy in a form another program loads.
 
 Formats: ``minetrain`` (default) a ``from_pretrained`` directory (``model.safetensors`` +
-``config.json``); ``minestudio`` a ``.ckpt`` file the reference library's ``load_rocket_policy(OUT)``
-loads strictly; ``minestudio-hub`` a directory its ``RocketPolicy.from_pretrained(OUT)`` loads strictly.
+``config.json``), for any policy; ``minestudio`` a ``.ckpt`` file the reference library's
+``load_rocket_policy(OUT)`` loads strictly; ``minestudio-hub`` a directory its
+``RocketPolicy.from_pretrained(OUT)`` loads strictly (both ROCKET-1 only).
 ``OUT`` is built under a temporary name beside it and renamed into place, so it is either absent,
 the previous export, or the complete new one.
 """
@@ -17,14 +18,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from minetrain.cli.checkpoints import load_checkpoint
+from minetrain.cli.checkpoints import open_checkpoint
 from minetrain.errors import CheckpointError, ConfigError
-from minetrain.models import RocketPolicy
-from minetrain.models.checkpoint import save_reference_checkpoint, save_reference_pretrained
+from minetrain.models import Policy
+from minetrain.models.rocket_formats import save_reference_checkpoint, save_reference_pretrained
 
 # How to load each format, shown after the export ({out} is the path written).
 _LOAD_HINTS = {
-    "minetrain": "from minetrain.models import RocketPolicy; RocketPolicy.from_pretrained({out!r})",
+    "minetrain": "from minetrain.models import load_policy; load_policy({out!r})",
     "minestudio": "from minestudio.models import load_rocket_policy; load_rocket_policy({out!r})",
     "minestudio-hub": "from minestudio.models import RocketPolicy; RocketPolicy.from_pretrained({out!r})",
 }
@@ -61,11 +62,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+# The formats of the reference library, whose loaders build its RocketPolicy only.
+ROCKET_ONLY_FORMATS = ("minestudio", "minestudio-hub")
+
+
+def _save_pretrained(policy: Policy, directory: Path) -> None:
+    policy.save_pretrained(directory)
+
+
 def export_directory(
-    policy: RocketPolicy,
+    policy: Policy,
     out_dir: Path,
     force: bool = False,
-    write: Callable[[RocketPolicy, Path], None] = RocketPolicy.save_pretrained,
+    write: Callable[[Policy, Path], None] = _save_pretrained,
 ) -> Path:
     """Write ``write(policy, dir)`` output to ``out_dir`` atomically (a rename of a finished dir)."""
     out_dir = out_dir.absolute()
@@ -93,7 +102,7 @@ def export_directory(
     return out_dir
 
 
-def export_file(policy: RocketPolicy, out: Path, force: bool = False) -> Path:
+def export_file(policy: Policy, out: Path, force: bool = False) -> Path:
     """Write ``policy`` as a reference-library ``.ckpt`` at ``out`` (temp file + rename)."""
     out = out.absolute()
     if out.is_dir():
@@ -108,7 +117,12 @@ def export_file(policy: RocketPolicy, out: Path, force: bool = False) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = open_checkpoint(args.checkpoint)
+    if args.format in ROCKET_ONLY_FORMATS and loaded.policy_name != "rocket":
+        raise ConfigError(
+            f"{loaded.source} holds a {loaded.policy_name!r} policy; --format {args.format} is for ROCKET-1 "
+            "policies only (MineStudio's RocketPolicy loaders); use --format minetrain"
+        )
     if args.ema and loaded.ema is None:
         raise CheckpointError(
             f"{loaded.source} has no EMA weights (no ema_state_dict and no -EMA file beside it); "

@@ -1,7 +1,9 @@
 """``minetrain pretrain [hydra overrides]``: the main job, a Hydra app around the seed's training block.
 
 With no arguments it runs the embedded demo (``configs/pretrain.yaml``): a cached synthetic dataset, a
-tiny RocketPolicy on CPU. ``--config-name rocket1`` is the seed tutorial's configuration. Everything
+tiny RocketPolicy on CPU. ``--config-name rocket1`` is the seed tutorial's configuration,
+``--config-name vpt`` / ``vpt_event`` MineStudio's VPT fine-tuning tutorial's; ``model.name`` picks the
+policy from the registry (``minetrain.models.registry``). Everything
 under ``trainer`` goes to ``lightning.Trainer`` as is, so devices, nodes, precision and strategy use
 Lightning's own launchers (SLURM, torchrun, or its local DDP spawner).
 """
@@ -37,7 +39,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from minetrain.cli.pretrain_config import check_config, hydra_error, hydra_quote, prepare_overrides
+from minetrain.cli.pretrain_config import (
+    absolute_file_override,
+    check_config,
+    hydra_error,
+    hydra_quote,
+    model_arguments,
+    prepare_overrides,
+)
 from minetrain.errors import ConfigError, MinetrainError
 from minetrain.offline.lightning_callbacks.smart_checkpoint import full_checkpoints
 from minetrain.offline.utils import convert_to_normal
@@ -186,14 +195,16 @@ class LossSummary(Callback):
 def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callback], LossSummary]:
     """The seed tutorial's objects, from the config."""
     from minetrain.data import MineDataModule
-    from minetrain.models import RocketPolicy
+    from minetrain.models import build_policy
     from minetrain.offline import MineLightning
     from minetrain.offline.lightning_callbacks import EMA, SmartCheckpointCallback, SpeedMonitorCallback
     from minetrain.offline.mine_callbacks import BehaviorCloneCallback
 
-    if cfg.data.win_len != cfg.model.timesteps:
-        raise ConfigError(f"data.win_len={cfg.data.win_len} must equal model.timesteps={cfg.model.timesteps}")
-    policy = RocketPolicy(**cfg.model)
+    timesteps = cfg.model.get("timesteps")
+    if timesteps is not None and cfg.data.win_len != timesteps:
+        raise ConfigError(f"data.win_len={cfg.data.win_len} must equal model.timesteps={timesteps}")
+    name, kwargs = model_arguments(cfg)
+    policy = build_policy(name, **kwargs)
     module = MineLightning(
         mine_policy=policy,
         callbacks=[BehaviorCloneCallback(weight=cfg.objective_weight, reduction=cfg.objective_reduction)],
@@ -276,7 +287,8 @@ def next_commands(run_dir: Path, trainer: L.Trainer, cfg: DictConfig) -> dict[st
     elif max_epochs is not None and max_epochs > 0 and trainer.current_epoch >= max_epochs:
         extend["trainer.max_epochs"] = 2 * max_epochs
     dropped = ("resume", "ckpt_path", "data.dataset_dirs", *extend)
-    overrides = [o for o in HydraConfig.get().overrides.task if _override_key(o) not in dropped]
+    task = HydraConfig.get().overrides.task
+    overrides = [absolute_file_override(o) for o in task if _override_key(o) not in dropped]
     data_dirs = dataset_dirs(cfg)
     if cfg.data.dataset_dirs:
         overrides.append(f"data.dataset_dirs=[{','.join(hydra_quote(d) for d in data_dirs)}]")

@@ -1,6 +1,6 @@
 """What ``minetrain pretrain`` checks around Hydra, so that a bad command line is one ``error:`` line.
 
-Hydra reports its own errors over several lines, and Lightning, RocketPolicy and the loggers read the
+Hydra reports its own errors over several lines, and Lightning, the policy and the loggers read the
 config values only deep inside a run, where a bad one becomes a traceback. The command line is checked
 before Hydra parses it and the composed config before anything is built, naming the key and what it
 accepts.
@@ -19,18 +19,26 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from minetrain.errors import ConfigError
+from minetrain.models.checkpoint import NAME_KEY
+from minetrain.models.registry import DEFAULT_POLICY, POLICIES, policy_class
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
 # The packages each logger needs (any one of them) and the extra that installs them.
 LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+# Policy arguments that name files: read relative to where the command was run (the run starts in
+# its run dir), and checked to exist before anything is built.
+MODEL_FILE_KEYS = ("model_path", "weights_path", "backbone_weights")
+# Files a policy's config must name unless it gives the policy's architecture arguments instead.
+REQUIRED_MODEL_FILES = {"vpt": ("model_path", "weights_path")}
 # Keys whose values are paths: minetrain's own checkpoint names hold '=' (ckpt-epoch=0-step=6.ckpt),
 # which Hydra's override grammar rejects unless the value is quoted.
-PATH_KEYS = ("ckpt_path", "data.dataset_dirs")
+PATH_KEYS = ("ckpt_path", "data.dataset_dirs", *(f"model.{key}" for key in MODEL_FILE_KEYS))
 # Hydra options that take a value, which is not an override.
 HYDRA_VALUE_OPTIONS = (
     "--config-path",
@@ -154,6 +162,10 @@ def check_types(cfg: DictConfig) -> None:
                 f"e.g. {section}.KEY=VALUE"
             )
     defaults = OmegaConf.load(CONFIG_DIR / "pretrain.yaml")
+    # The model section's types: those of the packaged model config of the same policy, if any.
+    models = [OmegaConf.load(path) for path in sorted((CONFIG_DIR / "model").glob("*.yaml"))]
+    same = [m for m in models if m.get("name") == cfg.model.get("name", DEFAULT_POLICY)]
+    defaults.model = same[0] if same else {}
     for path, default in _leaves(defaults):
         section, _, name = path.partition(".")
         kind = _kind(default)
@@ -183,6 +195,56 @@ def check_kwargs(
             raise ConfigError(
                 f"{section}.{name} is not an argument of {owner}; {hint}it accepts: {', '.join(accepted)}"
             )
+
+
+def policy_choice(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The policy ``model.name`` names (``rocket`` when absent) and its constructor arguments: the other
+    ``model.*`` keys."""
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    name = kwargs.pop(NAME_KEY, DEFAULT_POLICY)
+    if name not in POLICIES:
+        raise ConfigError(f"model.name={name!r} is not a known policy; choose one of {', '.join(POLICIES)}")
+    return name, kwargs
+
+
+def check_model(cfg: DictConfig) -> None:
+    """``model.*`` are arguments of the policy ``model.name`` selects, the files they name exist
+    (relative to where the command was run), and a policy that needs files is given them."""
+    name, kwargs = policy_choice(cfg)
+    cls = policy_class(name)
+    check_kwargs("model", kwargs, cls.__init__, f"{cls.__name__} (model.name={name})")
+    required = REQUIRED_MODEL_FILES.get(name, ())
+    missing = [key for key in required if kwargs.get(key) is None]
+    if missing and not set(kwargs) - set(required):
+        given = " ".join(f"model.{key}=FILE" for key in missing)
+        raise ConfigError(
+            f"model.name={name} needs {' and '.join(f'model.{key}' for key in missing)}: give {given} "
+            f"(OpenAI's published .model and .weights files), or {cls.__name__}'s architecture "
+            "arguments (+model.KEY=VALUE) for a randomly initialised policy"
+        )
+    for key in MODEL_FILE_KEYS:
+        value = kwargs.get(key)
+        if isinstance(value, str) and not Path(to_absolute_path(value)).is_file():
+            raise ConfigError(f"model.{key}={value} does not exist; give the path of the file")
+
+
+def absolute_file_override(override: str) -> str:
+    """``override`` with a relative file path of ``model.*`` made absolute (the command may run elsewhere)."""
+    key, _, value = override.partition("=")
+    if key.lstrip("+~") not in {f"model.{k}" for k in MODEL_FILE_KEYS} or value in ("", "null"):
+        return override
+    path = to_absolute_path(value.strip("'\""))
+    return f"{key}={hydra_quote(path)}"
+
+
+def model_arguments(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The policy's registry name and constructor arguments, file paths made absolute (the run starts
+    in its run dir)."""
+    name, kwargs = policy_choice(cfg)
+    for key in MODEL_FILE_KEYS:
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = to_absolute_path(kwargs[key])
+    return name, kwargs
 
 
 def precision_choices() -> list[str]:
@@ -218,7 +280,6 @@ def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
     sets itself."""
     import lightning as L
 
-    from minetrain.models import RocketPolicy
     from minetrain.offline import MineLightning
     from minetrain.offline.lightning_callbacks import EMA
     from minetrain.offline.mine_callbacks.behavior_clone import REDUCTIONS
@@ -246,7 +307,7 @@ def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
             f"trainer.precision={precision!r} is not a precision Lightning accepts; "
             f"choose one of {', '.join(precision_choices())}"
         )
-    check_kwargs("model", cfg.model, RocketPolicy.__init__, "RocketPolicy")
+    check_model(cfg)
     check_kwargs(
         "optim",
         cfg.optim,

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 
 from minetrain.actions import BUTTONS, CAMERA_KEY, CAMERA_MAXVAL, env_to_agent
-from minetrain.cli.checkpoints import data_settings, load_checkpoint
+from minetrain.cli.checkpoints import data_settings, open_checkpoint
 from minetrain.cli.evaluate import DATA_DEFAULTS, add_data_options, non_negative_int, positive_int
 from minetrain.errors import CheckpointError, ConfigError, DataError
 
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.suffix.lower() != ".mp4":
         raise ConfigError(f"--out {args.out} must end in .mp4")
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = open_checkpoint(args.checkpoint)
     if args.ema and loaded.ema is None:
         raise CheckpointError(f"{loaded.source} has no EMA weights; run without --ema")
     policy = (loaded.ema if args.ema else loaded.original).to(args.device).eval()

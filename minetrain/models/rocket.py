@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from minetrain.errors import ConfigError
-from minetrain.models import checkpoint
+from minetrain.models import checkpoint, rocket_formats
 from minetrain.models.backbone import build_backbone, checkpoint_stages
 from minetrain.models.folding import FoldedCopy
 from minetrain.models.fused import REBUILD, rebuilt_activations
@@ -66,6 +66,10 @@ class RocketPolicy(nn.Module):
     ones up to float rounding (1e-5 on the parity fixtures) and the copy is rebuilt whenever the
     weights change.
     """
+
+    policy_name: ClassVar[str] = "rocket"
+    # What a checkpoint recorded (ours, or the reference's names and none) -> constructor arguments.
+    checkpoint_kwargs = staticmethod(rocket_formats.checkpoint_kwargs)
 
     def __init__(
         self,
@@ -215,7 +219,8 @@ class RocketPolicy(nn.Module):
         return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically)."""
+        """Write ``model.safetensors`` and ``config.json`` (with ``"name": "rocket"``) into ``directory``
+        (atomically)."""
         checkpoint.save_pretrained(self, directory)
 
     @classmethod

@@ -189,6 +189,9 @@ class MineLightning(L.LightningModule):
                 for name, obj in zip(self.objective_names, objectives, strict=True)
             },
         }
+        if isinstance(getattr(mine_policy, "policy_name", None), str):
+            # What minetrain.models.load_policy rebuilds the policy from.
+            optim["policy"] = {"name": mine_policy.policy_name, "config": dict(mine_policy.config)}
         self.save_hyperparameters({**convert_to_normal(dict(hyperparameters or {})), "mine_lightning": optim})
 
     # ----------------------------------------------------------------------------------- steps

@@ -1,4 +1,5 @@
-"""Shared fixtures of the CLI tests: a tiny synthetic dataset and a tiny policy trained for a few steps."""
+"""Shared fixtures of the CLI tests: a tiny synthetic dataset, a tiny policy trained for a few steps, and
+`minetrain` run in this process."""
 
 from __future__ import annotations
 
@@ -88,3 +89,20 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, eval_dataset: Path) ->
 @pytest.fixture(scope="session")
 def full_checkpoint(trained_run: Path) -> Path:
     return trained_run / "checkpoints" / "ckpt-epoch=0-step=4.ckpt"
+
+
+@pytest.fixture
+def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run `minetrain ...` in this process (cheaper than a new Python) from ``tmp_path``; Hydra's job
+    logging setup is undone afterwards."""
+    import logging
+
+    from minetrain.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINETRAIN_CACHE", str(tmp_path / "cache"))
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    yield main
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]

@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 
 from minetrain.actions import CAMERA_NULL_CLASS, NUM_CAMERA_CLASSES, camera_bins, dequantize_camera
-from minetrain.cli.checkpoints import load_checkpoint
 from minetrain.cli.main import main
 from minetrain.data.dataset import RawDataset
 from minetrain.evaluation import (
@@ -18,6 +17,7 @@ from minetrain.evaluation import (
     evaluate_policies,
     lane_plan,
 )
+from minetrain.models import load_checkpoint
 from minetrain.offline.mine_callbacks.behavior_clone import bc_terms
 
 

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from minetrain.cli.checkpoints import load_checkpoint
 from minetrain.cli.main import main
-from minetrain.models import RocketPolicy
+from minetrain.models import RocketPolicy, load_checkpoint
 
 BATCH_SHAPE = (2, 8, 32, 32)
 

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from minetrain.cli.checkpoints import load_checkpoint
 from minetrain.cli.main import main
-from minetrain.models import RocketPolicy, load_reference_checkpoint
+from minetrain.models import RocketPolicy, load_checkpoint, load_reference_checkpoint
 
 REFERENCE_PYTHON = Path("/tmp/reference-venv/bin/python")
 needs_reference = pytest.mark.skipif(

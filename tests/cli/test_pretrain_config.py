@@ -18,7 +18,13 @@ def compose_config(name: str, overrides: list[str] | None = None):
 def test_rocket1_has_every_seed_value():
     cfg = compose_config("rocket1", ["data.dataset_dirs=[/data/6xx,/data/7xx]"])
     assert OmegaConf.to_container(cfg.model) == dict(
-        backbone="efficientnet_b0.ra_in1k", hiddim=1024, num_heads=8, num_layers=4, timesteps=128, mem_len=128
+        name="rocket",
+        backbone="efficientnet_b0.ra_in1k",
+        hiddim=1024,
+        num_heads=8,
+        num_layers=4,
+        timesteps=128,
+        mem_len=128,
     )
     assert (cfg.optim.log_freq, cfg.optim.learning_rate, cfg.optim.weight_decay, cfg.optim.warmup_steps) == (
         20,

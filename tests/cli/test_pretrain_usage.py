@@ -92,23 +92,6 @@ def test_ckpt_path_takes_checkpoint_names_with_equals_unquoted(first_run):
     assert "Restoring states from the checkpoint path" in result.stderr + result.stdout
 
 
-@pytest.fixture
-def in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Run `minetrain ...` in this process (cheaper than a new Python) from ``tmp_path``; Hydra's job
-    logging setup is undone afterwards."""
-    import logging
-
-    from minetrain.cli.main import main
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MINETRAIN_CACHE", str(tmp_path / "cache"))
-    root = logging.getLogger()
-    saved = (root.level, list(root.handlers))
-    yield main
-    root.setLevel(saved[0])
-    root.handlers[:] = saved[1]
-
-
 @pytest.mark.parametrize("quote", ["", "'"])
 def test_ckpt_path_value_with_equals_is_read_quoted_or_not(in_process, capsys, quote: str):
     path = "outputs/demo/x/checkpoints/ckpt-epoch=0-step=6.ckpt"

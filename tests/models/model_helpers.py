@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 TINY = {
@@ -37,3 +39,21 @@ def window(batch: dict, start: int, stop: int) -> dict:
     if "first" in batch:
         out["first"] = batch["first"][:, start:stop]
     return out
+
+
+def save_lightning_checkpoint(module: object, path: Path) -> Path:
+    """``module`` (a LightningModule) written by Lightning's own ``save_checkpoint``, without training."""
+    import lightning as L
+
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.strategy.connect(module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path

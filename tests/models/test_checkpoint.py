@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import timm
 import torch
-from model_helpers import TINY, make_batch
+from model_helpers import TINY, make_batch, save_lightning_checkpoint
 from safetensors.torch import load_file, save_file
 
 from minetrain.errors import CheckpointError
@@ -122,16 +122,9 @@ class _Wrapper(L.LightningModule):
 
 
 def test_checkpoint_written_by_lightning_loads(tiny_policy, tmp_path):
-    trainer = L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
+    save_lightning_checkpoint(
+        _Wrapper(tiny_policy, {"model": TINY, "learning_rate": 4e-5}), tmp_path / "last.ckpt"
     )
-    trainer.strategy.connect(_Wrapper(tiny_policy, {"model": TINY, "learning_rate": 4e-5}))
-    trainer.save_checkpoint(tmp_path / "last.ckpt")
     loaded = load_reference_checkpoint(tmp_path / "last.ckpt").eval()
     assert {k: loaded.config[k] for k in TINY} == TINY
     batch = make_batch(1, 2)

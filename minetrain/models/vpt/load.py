@@ -15,7 +15,7 @@ import torch
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import CheckpointError
 from minetrain.models.checkpoint import LIGHTNING_PREFIX
-from minetrain.models.checkpoint import _read_lightning as read_torch_checkpoint
+from minetrain.models.checkpoint import read_lightning as read_torch_checkpoint
 from minetrain.models.vpt.formats import config_from_policy_kwargs, load_weights
 from minetrain.models.vpt.policy import VPTPolicy, build_policy
 

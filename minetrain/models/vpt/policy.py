@@ -214,9 +214,9 @@ class VPTPolicy(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
         payload = save(tensors, metadata={"format": "pt"})
-        checkpoint_files._atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(payload))
+        checkpoint_files.atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(payload))
         text = json.dumps({"name": self.policy_name, **self.config}, indent=2, sort_keys=True) + "\n"
-        checkpoint_files._atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        checkpoint_files.atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides: Any) -> VPTPolicy:
@@ -231,7 +231,7 @@ class VPTPolicy(nn.Module):
                     f"({WEIGHTS_NAME} + {CONFIG_NAME})"
                 )
         model = build_policy(cls, {**read_config_json(config_path), **overrides}, str(directory))
-        load_weights(model, checkpoint_files._read_weights(weights), str(directory))
+        load_weights(model, checkpoint_files.read_weights(weights), str(directory))
         return model
 
 
