@@ -187,13 +187,18 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
     """The seed tutorial's objects, from the config."""
     from minetrain.data import MineDataModule
     from minetrain.models import RocketPolicy
+    from minetrain.models.compiled import DEFAULT_BACKEND, compile_policy
     from minetrain.offline import MineLightning
     from minetrain.offline.lightning_callbacks import EMA, SmartCheckpointCallback, SpeedMonitorCallback
     from minetrain.offline.mine_callbacks import BehaviorCloneCallback
 
     if cfg.data.win_len != cfg.model.timesteps:
         raise ConfigError(f"data.win_len={cfg.data.win_len} must equal model.timesteps={cfg.model.timesteps}")
-    policy = RocketPolicy(**cfg.model)
+    model_params = convert_to_normal(cfg.model)
+    backend = model_params.pop("compile", False)
+    policy = RocketPolicy(**model_params)
+    if backend:
+        compile_policy(policy, DEFAULT_BACKEND if backend is True else backend)
     module = MineLightning(
         mine_policy=policy,
         callbacks=[BehaviorCloneCallback(weight=cfg.objective_weight, reduction=cfg.objective_reduction)],

@@ -56,6 +56,8 @@ TRAINER_FREE_TYPES = (
     "check_val_every_n_epoch",
 )
 NULLABLE = ("data.prefetch_factor",)
+# Not an argument of RocketPolicy: a training setting build_training applies (true, false or a backend).
+MODEL_COMPILE = "compile"
 SECTIONS = ("model", "data", "optim", "ema", "trainer", "demo_data")
 _HYDRA_PLAIN = re.compile(r"[\w/.\-+@%]+")
 
@@ -159,6 +161,8 @@ def check_types(cfg: DictConfig) -> None:
         kind = _kind(default)
         if section == "hydra" or kind is None or (section == "trainer" and name in TRAINER_FREE_TYPES):
             continue
+        if path == f"model.{MODEL_COMPILE}":
+            continue  # check_compile
         value = OmegaConf.select(cfg, path)
         if value is None and path in NULLABLE:
             continue
@@ -213,6 +217,18 @@ def check_logger(kind: str) -> None:
         )
 
 
+def check_compile(value: Any) -> None:
+    """``model.compile``: true, false or the name of a torch.compile backend."""
+    from minetrain.models.compiled import compile_backends
+
+    if isinstance(value, bool) or value in compile_backends():
+        return
+    raise ConfigError(
+        f"model.compile={value!r} is not true, false or a torch.compile backend "
+        f"({', '.join(compile_backends())}); e.g. model.compile=true"
+    )
+
+
 def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
     """The composed config, before anything is built; ``trainer_own`` are the Trainer arguments minetrain
     sets itself."""
@@ -246,7 +262,9 @@ def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
             f"trainer.precision={precision!r} is not a precision Lightning accepts; "
             f"choose one of {', '.join(precision_choices())}"
         )
-    check_kwargs("model", cfg.model, RocketPolicy.__init__, "RocketPolicy")
+    check_compile(cfg.model.get(MODEL_COMPILE, False))
+    model_keys = [key for key in cfg.model if key != MODEL_COMPILE]
+    check_kwargs("model", model_keys, RocketPolicy.__init__, "RocketPolicy")
     check_kwargs(
         "optim",
         cfg.optim,
