@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.utils import get_original_cwd, to_absolute_path
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.strategies.launchers import subprocess_script
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -147,18 +147,21 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
 
 
 class LossSummary(Callback):
-    """The train loss averaged over the first and the last steps, and the first and last val losses."""
+    """The train loss averaged over the first and the last steps, and the first and last val losses.
+
+    Train losses are kept as they come (device tensors on a GPU) and read only for the summary: reading
+    one after each step would wait for the device to finish that step."""
 
     def __init__(self, window: int = 10) -> None:
         self.window = window
-        self.train_first: list[float] = []
-        self.train_last: deque[float] = deque(maxlen=window)
+        self.train_first: list[Any] = []
+        self.train_last: deque[Any] = deque(maxlen=window)
         self.val: list[float] = []
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any
     ) -> None:
-        loss = float(outputs["loss"])
+        loss = outputs["loss"].detach()
         if len(self.train_first) < self.window:
             self.train_first.append(loss)
         self.train_last.append(loss)
@@ -174,8 +177,8 @@ class LossSummary(Callback):
             rows.append(
                 (
                     f"train loss (mean of {n} steps)",
-                    sum(self.train_first) / n,
-                    sum(self.train_last) / len(self.train_last),
+                    sum(map(float, self.train_first)) / n,
+                    sum(map(float, self.train_last)) / len(self.train_last),
                 )
             )
         if self.val:
@@ -189,7 +192,12 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
     from minetrain.models import RocketPolicy
     from minetrain.models.compiled import DEFAULT_BACKEND, compile_policy
     from minetrain.offline import MineLightning
-    from minetrain.offline.lightning_callbacks import EMA, SmartCheckpointCallback, SpeedMonitorCallback
+    from minetrain.offline.lightning_callbacks import (
+        EMA,
+        SmartCheckpointCallback,
+        SparseMetricsProgressBar,
+        SpeedMonitorCallback,
+    )
     from minetrain.offline.mine_callbacks import BehaviorCloneCallback
 
     if cfg.data.win_len != cfg.model.timesteps:
@@ -238,7 +246,7 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
             save_last=True,
         ),
         EMA(**cfg.ema),
-        RichProgressBar(),
+        SparseMetricsProgressBar(metrics_every=cfg.optim.log_freq),
         summary,
     ]
     return module, datamodule, callbacks, summary
