@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.utils import get_original_cwd, to_absolute_path
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.strategies.launchers import subprocess_script
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -40,6 +40,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from minetrain.cli.pretrain_config import (
+    MODEL_COMPILE,
     absolute_file_override,
     check_config,
     hydra_error,
@@ -156,18 +157,21 @@ def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
 
 
 class LossSummary(Callback):
-    """The train loss averaged over the first and the last steps, and the first and last val losses."""
+    """The train loss averaged over the first and the last steps, and the first and last val losses.
+
+    Train losses are kept as they come (device tensors on a GPU) and read only for the summary: reading
+    one after each step would wait for the device to finish that step."""
 
     def __init__(self, window: int = 10) -> None:
         self.window = window
-        self.train_first: list[float] = []
-        self.train_last: deque[float] = deque(maxlen=window)
+        self.train_first: list[Any] = []
+        self.train_last: deque[Any] = deque(maxlen=window)
         self.val: list[float] = []
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any
     ) -> None:
-        loss = float(outputs["loss"])
+        loss = outputs["loss"].detach()
         if len(self.train_first) < self.window:
             self.train_first.append(loss)
         self.train_last.append(loss)
@@ -183,8 +187,8 @@ class LossSummary(Callback):
             rows.append(
                 (
                     f"train loss (mean of {n} steps)",
-                    sum(self.train_first) / n,
-                    sum(self.train_last) / len(self.train_last),
+                    sum(map(float, self.train_first)) / n,
+                    sum(map(float, self.train_last)) / len(self.train_last),
                 )
             )
         if self.val:
@@ -196,15 +200,24 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
     """The seed tutorial's objects, from the config."""
     from minetrain.data import MineDataModule
     from minetrain.models import build_policy
+    from minetrain.models.compiled import DEFAULT_BACKEND, compile_policy
     from minetrain.offline import MineLightning
-    from minetrain.offline.lightning_callbacks import EMA, SmartCheckpointCallback, SpeedMonitorCallback
+    from minetrain.offline.lightning_callbacks import (
+        EMA,
+        SmartCheckpointCallback,
+        SparseMetricsProgressBar,
+        SpeedMonitorCallback,
+    )
     from minetrain.offline.mine_callbacks import BehaviorCloneCallback
 
     timesteps = cfg.model.get("timesteps")
     if timesteps is not None and cfg.data.win_len != timesteps:
         raise ConfigError(f"data.win_len={cfg.data.win_len} must equal model.timesteps={timesteps}")
     name, kwargs = model_arguments(cfg)
+    backend = kwargs.pop(MODEL_COMPILE, False)
     policy = build_policy(name, **kwargs)
+    if backend:
+        compile_policy(policy, DEFAULT_BACKEND if backend is True else backend)
     module = MineLightning(
         mine_policy=policy,
         callbacks=[BehaviorCloneCallback(weight=cfg.objective_weight, reduction=cfg.objective_reduction)],
@@ -244,7 +257,7 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
             save_last=True,
         ),
         EMA(**cfg.ema),
-        RichProgressBar(),
+        SparseMetricsProgressBar(metrics_every=cfg.optim.log_freq),
         summary,
     ]
     return module, datamodule, callbacks, summary

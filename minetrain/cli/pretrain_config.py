@@ -64,6 +64,8 @@ TRAINER_FREE_TYPES = (
     "check_val_every_n_epoch",
 )
 NULLABLE = ("data.prefetch_factor",)
+# Not an argument of RocketPolicy: a training setting build_training applies (true, false or a backend).
+MODEL_COMPILE = "compile"
 SECTIONS = ("model", "data", "optim", "ema", "trainer", "demo_data")
 _HYDRA_PLAIN = re.compile(r"[\w/.\-+@%]+")
 
@@ -171,6 +173,8 @@ def check_types(cfg: DictConfig) -> None:
         kind = _kind(default)
         if section == "hydra" or kind is None or (section == "trainer" and name in TRAINER_FREE_TYPES):
             continue
+        if path == f"model.{MODEL_COMPILE}":
+            continue  # check_compile
         value = OmegaConf.select(cfg, path)
         if value is None and path in NULLABLE:
             continue
@@ -211,6 +215,7 @@ def check_model(cfg: DictConfig) -> None:
     """``model.*`` are arguments of the policy ``model.name`` selects, the files they name exist
     (relative to where the command was run), and a policy that needs files is given them."""
     name, kwargs = policy_choice(cfg)
+    kwargs.pop(MODEL_COMPILE, None)
     cls = policy_class(name)
     check_kwargs("model", kwargs, cls.__init__, f"{cls.__name__} (model.name={name})")
     required = REQUIRED_MODEL_FILES.get(name, ())
@@ -275,6 +280,18 @@ def check_logger(kind: str) -> None:
         )
 
 
+def check_compile(value: Any) -> None:
+    """``model.compile``: true, false or the name of a torch.compile backend."""
+    from minetrain.models.compiled import compile_backends
+
+    if isinstance(value, bool) or value in compile_backends():
+        return
+    raise ConfigError(
+        f"model.compile={value!r} is not true, false or a torch.compile backend "
+        f"({', '.join(compile_backends())}); e.g. model.compile=true"
+    )
+
+
 def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
     """The composed config, before anything is built; ``trainer_own`` are the Trainer arguments minetrain
     sets itself."""
@@ -307,6 +324,7 @@ def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
             f"trainer.precision={precision!r} is not a precision Lightning accepts; "
             f"choose one of {', '.join(precision_choices())}"
         )
+    check_compile(cfg.model.get(MODEL_COMPILE, False))
     check_model(cfg)
     check_kwargs(
         "optim",

@@ -33,6 +33,17 @@ def _tensor(value: object, name: str) -> torch.Tensor:
         raise ConfigError(f"batch[{name!r}] must be a tensor or array, got {type(value).__name__}") from exc
 
 
+def check_interaction_ids(obj_id: torch.Tensor) -> None:
+    """Interaction types lie in [-1, 8]. Reading the values waits for the device that holds them, so
+    this runs on host tensors: ``parse_batch`` checks host batches, ``MineLightning`` checks each
+    training batch before it is moved to the device."""
+    if obj_id.numel() and (int(obj_id.min()) < MIN_OBJ_ID or int(obj_id.max()) > MAX_OBJ_ID):
+        raise ConfigError(
+            f"batch['segment']['obj_id'] has values in [{int(obj_id.min())}, {int(obj_id.max())}]; "
+            f"expected interaction types in [{MIN_OBJ_ID}, {MAX_OBJ_ID}] (-1 = none)"
+        )
+
+
 def _image(batch: Mapping) -> torch.Tensor:
     if "image" not in batch:
         raise ConfigError(f"batch has no 'image' (keys: {sorted(batch)}); expected (B,T,H,W,3) uint8 frames")
@@ -66,14 +77,15 @@ def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
     """Validate a training/inference batch and move it to ``device``.
 
     ``segment`` (or the reference's ``segmentation``) may be absent: the policy then runs
-    unconditioned (obj_id -1, empty mask). ``first`` defaults to all False.
+    unconditioned (obj_id -1, empty mask). ``first`` defaults to all False. Nothing here waits
+    for the device: the values of ``obj_id`` are checked only when it is on the host.
     """
     image = _image(batch)
     b, t, h, w = image.shape[:4]
     segment = batch.get("segment", batch.get("segmentation"))
     if segment is None:
-        mask = torch.zeros(b, t, h, w, dtype=torch.uint8)
-        obj_id = torch.full((b, t), MIN_OBJ_ID, dtype=torch.long)
+        mask = torch.zeros(b, t, h, w, dtype=torch.uint8, device=device)
+        obj_id = torch.full((b, t), MIN_OBJ_ID, dtype=torch.long, device=device)
     else:
         mask = _tensor(segment["obj_mask"], "segment.obj_mask")
         obj_id = _tensor(segment["obj_id"], "segment.obj_id")
@@ -86,11 +98,8 @@ def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
         raise ConfigError(
             f"batch['segment']['obj_id'] is {tuple(obj_id.shape)} {obj_id.dtype}; expected {(b, t)} integers"
         )
-    if obj_id.numel() and (int(obj_id.min()) < MIN_OBJ_ID or int(obj_id.max()) > MAX_OBJ_ID):
-        raise ConfigError(
-            f"batch['segment']['obj_id'] has values in [{int(obj_id.min())}, {int(obj_id.max())}]; "
-            f"expected interaction types in [{MIN_OBJ_ID}, {MAX_OBJ_ID}] (-1 = none)"
-        )
+    if obj_id.device.type == "cpu":
+        check_interaction_ids(obj_id)
     first = _first(batch, b, t)
     return PolicyInput(
         image=image.to(device, non_blocking=True),

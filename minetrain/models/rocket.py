@@ -68,6 +68,8 @@ class RocketPolicy(nn.Module):
     """
 
     policy_name: ClassVar[str] = "rocket"
+    # What ``model.compile`` compiles (``minetrain.models.compiled``): the heavy, host-sync-free parts.
+    compile_parts: ClassVar[tuple[str, ...]] = ("backbone", "pooling", "recurrent")
     # What a checkpoint recorded (ours, or the reference's names and none) -> constructor arguments.
     checkpoint_kwargs = staticmethod(rocket_formats.checkpoint_kwargs)
 

@@ -54,11 +54,10 @@ def continues(
     single real frame (1 when neither tells).
     """
     device = timestamp.device
+    # Made on the host and copied without blocking: made on a GPU it would wait for the device.
     same = torch.tensor(
-        [a is not None and a == b for a, b in zip(prev_episode, episode, strict=True)],
-        dtype=torch.bool,
-        device=device,
-    )
+        [a is not None and a == b for a, b in zip(prev_episode, episode, strict=True)], dtype=torch.bool
+    ).to(device, non_blocking=True)
     stride = window_stride(timestamp, mask)
     prev_stride = prev_stride.to(device)
     stride = torch.where(

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
 from minetrain.errors import CheckpointError, ConfigError, TrainingError
+from minetrain.models.inputs import check_interaction_ids
 from minetrain.offline.checkpoint_io import install_checkpoint_io
 from minetrain.offline.memory import SlotMemory
 from minetrain.offline.mine_callbacks import ObjectiveCallback
@@ -230,8 +231,11 @@ class MineLightning(L.LightningModule):
                 )
             total = result["loss"] if total is None else total + result["loss"]
             for key, value in result.items():
-                # Plain numbers too (the reference's objectives return their weight as a float).
-                value = torch.as_tensor(value, device=self.device).detach()
+                # Plain numbers too (the reference's objectives return their weight as a float), made on
+                # the device rather than copied there, which would wait for it.
+                if not isinstance(value, torch.Tensor):
+                    value = torch.full((), value, device=self.device)
+                value = value.to(self.device).detach()
                 metrics[f"{name}/{key}"] = value
                 summed[key] = value if key not in summed else summed[key] + value
         # The reference's names: each key summed over the objectives.
@@ -285,8 +289,11 @@ class MineLightning(L.LightningModule):
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Note the episodes of windows the loader skipped for bad data (all padding), on the host copy
-        of the batch, where finding them does not wait for the device."""
+        """Check the interaction types and note the episodes of windows the loader skipped for bad data
+        (all padding), on the host copy of the batch, where reading values does not wait for the device."""
+        segment = batch.get("segment", batch.get("segmentation")) if isinstance(batch, Mapping) else None
+        if isinstance(segment, Mapping) and isinstance(segment.get("obj_id"), torch.Tensor):
+            check_interaction_ids(segment["obj_id"])
         trainer = self.trainer
         if (trainer.training or trainer.validating) and isinstance(batch, Mapping) and "episode" in batch:
             empty = np.flatnonzero(~batch["mask"].cpu().numpy().any(axis=1))

@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from minetrain.cli.pretrain import dataset_dirs, latest_checkpoint, resolve_ckpt_path
+from minetrain.cli.pretrain import TRAINER_OWN, dataset_dirs, latest_checkpoint, resolve_ckpt_path
+from minetrain.cli.pretrain_config import check_config
 from minetrain.errors import ConfigError
 
 
@@ -25,6 +26,7 @@ def test_rocket1_has_every_seed_value():
         num_layers=4,
         timesteps=128,
         mem_len=128,
+        compile=False,  # a training setting (torch.compile), off by default
     )
     assert (cfg.optim.log_freq, cfg.optim.learning_rate, cfg.optim.weight_decay, cfg.optim.warmup_steps) == (
         20,
@@ -61,6 +63,13 @@ def test_rocket1_requires_dataset_dirs():
 def test_unknown_key_is_rejected():
     with pytest.raises(Exception, match="no_such_key"):
         compose_config("pretrain", ["model.no_such_key=3"])
+
+
+def test_model_compile_takes_true_false_or_a_backend_name():
+    for value in ("true", "false", "aot_eager", "inductor"):
+        check_config(compose_config("pretrain", [f"model.compile={value}"]), TRAINER_OWN)
+    with pytest.raises(ConfigError, match=r"model.compile='fast' is not true, false or a torch.compile"):
+        check_config(compose_config("pretrain", ["model.compile=fast"]), TRAINER_OWN)
 
 
 def test_demo_is_small_and_on_cpu():

@@ -90,7 +90,7 @@ def _run_dir(cwd: Path, name: str) -> Path:
 
 def test_vpt_configs_hold_the_tutorial_values():
     raw, event = _compose("vpt"), _compose("vpt_event")
-    assert raw["model"] == {"name": "vpt", "model_path": None, "weights_path": None}
+    assert raw["model"] == {"name": "vpt", "model_path": None, "weights_path": None, "compile": False}
     data = raw["data"]
     assert (data["mode"], data["frame_width"], data["frame_height"], data["win_len"]) == (
         "raw",

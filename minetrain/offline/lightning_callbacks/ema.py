@@ -62,6 +62,8 @@ class EMA(WeightAveraging):
         self.every_n_steps = every_n_steps
         self.cpu_offload = cpu_offload
         self.first_update = first_update
+        # n_averaged of the shadow model, on the host.
+        self._updates = 0
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx % self.every_n_steps == 0
@@ -81,6 +83,34 @@ class EMA(WeightAveraging):
                 ):
                     shadow.copy_(weight)
             self._average_model.n_averaged.fill_(1)
+        self._updates = int(self._average_model.n_averaged)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """The update of ``WeightAveraging``, without ``AveragedModel.update_parameters``: that reads its
+        device-held update count twice per update, and each read waits for the device to finish the step.
+        The count is mirrored on the host here (read once, at the start of fit)."""
+        step = trainer.global_step
+        if step > self._latest_update_step and self.should_update(step_idx=step - 1):
+            self._update(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    @torch.no_grad()
+    def _update(self, pl_module: pl.LightningModule) -> None:
+        average = self._average_model
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list, list]] = {}
+        for shadow, weight in zip(average.module.parameters(), pl_module.parameters(), strict=True):
+            shadows, weights = groups.setdefault((shadow.device, shadow.dtype), ([], []))
+            shadows.append(shadow.detach())
+            weights.append(weight.detach().to(shadow.device))
+        for shadows, weights in groups.values():
+            if self._updates == 0:
+                torch._foreach_copy_(shadows, weights)
+            else:
+                average.multi_avg_fn(shadows, weights, average.n_averaged)
+        average.n_averaged += 1
+        self._updates += 1
 
     @property
     def initialized(self) -> bool:
@@ -130,5 +160,7 @@ class EMA(WeightAveraging):
         if state is None:
             rank_zero_info("the checkpoint has no EMA weights; the EMA restarts from the current weights")
             self._average_model.n_averaged.zero_()
+            self._updates = 0
             return
         self._average_model.load_state_dict(state)
+        self._updates = int(self._average_model.n_averaged)

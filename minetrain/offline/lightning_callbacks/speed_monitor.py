@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 from minetrain.errors import ConfigError
 
@@ -32,7 +33,8 @@ class SpeedMonitorCallback(pl.Callback):
         self._last_end = now
         self._steps = 0
         self._samples = 0
-        self._frames = 0
+        # Summed where the batch is (a device tensor on a GPU) and read once per interval.
+        self._frames: int | torch.Tensor = 0
         self._busy = 0.0
         self._wait = 0.0
 
@@ -62,7 +64,7 @@ class SpeedMonitorCallback(pl.Callback):
         image = batch["image"]
         self._samples += int(image.shape[0])
         mask = batch.get("mask")
-        self._frames += int(mask.sum()) if mask is not None else int(image.shape[0] * image.shape[1])
+        self._frames = self._frames + (mask.sum() if mask is not None else image.shape[0] * image.shape[1])
         if self._steps >= self.interval:
             self._flush(trainer, now)
 
@@ -73,7 +75,7 @@ class SpeedMonitorCallback(pl.Callback):
             "speed/step_time": self._busy / self._steps,
             "speed/steps_per_sec": self._steps / wall,
             "speed/samples_per_sec": self._samples * world / wall,
-            "speed/frames_per_sec": self._frames * world / wall,
+            "speed/frames_per_sec": float(self._frames) * world / wall,
             "speed/data_wait": self._wait / wall,
         }
         if trainer.is_global_zero:

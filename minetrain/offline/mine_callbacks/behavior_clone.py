@@ -116,5 +116,6 @@ class BehaviorCloneCallback(ObjectiveCallback):
             )
         terms = bc_terms(latents["pi_logits"], batch["agent_action"], batch.get("mask"), self.reduction)
         terms["loss"] = terms["loss"] * self.weight
-        terms["bc_weight"] = torch.tensor(self.weight, device=terms["loss"].device)
+        # Filled on the device: a tensor copied from the host would wait for the device.
+        terms["bc_weight"] = torch.full((), self.weight, device=terms["loss"].device)
         return terms
