@@ -50,10 +50,10 @@ _MADV_REMOVE = getattr(mmap, "MADV_REMOVE", None)
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def unreferenced(tensor: torch.Tensor) -> bool:
-    """Whether nothing but ``tensor`` itself holds its storage (no views, no numpy arrays)."""
+def unreferenced(tensor: torch.Tensor, dying: int = 0) -> bool:
+    """Whether nothing but ``tensor`` itself (and ``dying`` tensors being freed) holds its storage."""
     # 2 = the tensor + the temporary storage object made for this query.
-    return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) == 2
+    return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) == 2 + dying
 
 
 def shared_uint8(shape: tuple[int, ...]) -> torch.Tensor:
@@ -210,12 +210,14 @@ class BatchRing:
                     held = self._delivered.get((int(worker), int(slot), key))
                     view = held() if held is not None else None
                     if view is not None:
-                        weakref.finalize(view, self._trim_slot, int(worker), int(slot))
+                        weakref.finalize(view, self._trim_slot, int(worker), int(slot), key)
 
-    def _trim_slot(self, worker: int, slot: int) -> None:
+    def _trim_slot(self, worker: int, slot: int, dying: str) -> None:
+        # A weakref callback runs before the tensor being freed lets go of its storage.
         with self._lock:
             if self.state[worker, slot] == DELIVERED and all(
-                unreferenced(tensor) for tensor in self.buffers[worker][slot].values()
+                unreferenced(tensor, dying=int(key == dying))
+                for key, tensor in self.buffers[worker][slot].items()
             ):
                 self._punch(worker, slot)  # before FREE: a worker may take a free slot at once
                 self.state[worker, slot] = FREE
