@@ -11,12 +11,14 @@ through a socket handshake, and the main process maps it anew.
   three to four times cheaper than into torch's 4 KB pages once they sat idle for a batch.
 * ``BatchRing`` (``num_workers > 0``): before its workers start, the loader allocates
   ``prefetch_factor`` shared-memory batch slots per worker, the batches torch's own loader keeps
-  in flight (``shm.py`` states the bound); a slot's pages are allocated when first written. A worker decodes into a free slot of its own and sends
-  where the tensor lies in the slot instead of the tensor; small fields travel by value inside
-  the pickle. The main process maps every slot already, so nothing is copied, mapped or faulted
-  per batch. A slot goes back to its worker once the main process holds no reference to it
-  (same reference count), so a batch training still uses is never overwritten. A worker whose
-  slots are all in use falls back to fresh shared memory: slower, never blocking.
+  in flight (``shm.py`` states the bound); a slot's pages are allocated when first written. A
+  worker decodes into a free slot of its own and sends where the tensor lies in the slot instead
+  of the tensor; small fields travel by value inside the pickle. The main process maps every
+  slot already, so nothing is copied, mapped or faulted per batch. A slot goes back to its worker
+  once the main process holds no reference to it (same reference count), so a batch training
+  still uses is never overwritten. A worker whose slots are all in use (it ran ahead while
+  training holds a batch of it) falls back to fresh shared memory, as torch's loader would use:
+  slower, never blocking.
 
 Slot states, each change made by one side only: FREE -> FILLING (the worker takes it) ->
 DELIVERED (the main process unpickles a batch of it) -> FREE (the main process dropped it).

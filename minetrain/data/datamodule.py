@@ -141,7 +141,7 @@ class WindowLoader(DataLoader):
         batches = super().__iter__() if self.num_workers else self._batches_in_process()
         ring = self.batch_ring if self.num_workers else None
         if ring is not None:
-            ring.release_unreferenced()  # batches of the last pass torch discarded when it resumed the workers
+            ring.release_unreferenced()  # batches of the last pass torch dropped when resuming workers
         return self._pass(self.dataset.epoch, batches, ring, self._passes)
 
     def _batches_in_process(self) -> Iterator[Any]:
