@@ -13,13 +13,21 @@ Two synthetic datasets by default: the plain one (flat colours, which decode 3-5
 gameplay) and one with pixel noise that decodes at about the speed of real 224x224 chunks.
 Run: ``python benchmarks/bench_loader.py [--data-dir DIR] [--noise 0 8] [--rounds 3]``. The
 datasets are written once under ``--data-dir`` and reused.
+
+``--shared-memory`` compares instead the two hand-overs from workers (``shared_batch_ring`` true:
+the batch ring, false: torch's own shared memory per batch) at batch 8, 2 workers,
+prefetch_factor 4: frames/s and the peak ``/dev/shm`` bytes the loader's processes hold (sampled
+every 20 ms), for a consumer that drops each batch before the next and for one that keeps the
+previous batch, as Lightning's fit loop does.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import multiprocessing
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +36,7 @@ from common import SIZE, ensure_dataset
 
 from minetrain.data import MineDataModule
 from minetrain.data.buffers import private_uint8
+from minetrain.data.shm import batch_bytes, process_tree, shared_memory_held, shared_memory_need
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import iter_video_frames
 
@@ -85,7 +94,7 @@ def batch_floor(path: Path, episodes: list[str], batch_size: int) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def make_module(path: Path, batch_size: int, workers: int) -> MineDataModule:
+def make_module(path: Path, batch_size: int, workers: int, ring: bool = True) -> MineDataModule:
     return MineDataModule(
         data_params=dict(
             mode="raw",
@@ -101,6 +110,7 @@ def make_module(path: Path, batch_size: int, workers: int) -> MineDataModule:
         split_ratio=0.95,
         shuffle_episodes=True,
         episode_continuous_batch=True,
+        shared_batch_ring=ring,
     )
 
 
@@ -198,6 +208,89 @@ def report(path: Path, rounds: int) -> None:
         )
 
 
+class PeakSharedMemory:
+    """The most ``/dev/shm`` bytes this process and its children held, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, shared_memory_held(process_tree()))
+
+    def __enter__(self) -> PeakSharedMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def hand_over_rate(path: Path, ring: bool, keep: bool) -> tuple[float, int, int]:
+    """(frames/s of the second epoch, peak /dev/shm bytes over both, batches that missed a ring slot).
+
+    ``keep``: the consumer keeps the previous batch while fetching the next, so two are alive as in
+    Lightning's fit loop (the batch of the step and the one its fetcher took ahead); else it drops
+    each batch first.
+    """
+    loader = make_module(path, 8, 2, ring).train_dataloader()
+    with PeakSharedMemory() as peak:
+        for epoch in range(2):
+            loader.batch_sampler.set_epoch(epoch)
+            previous = None
+            iterator = iter(loader)
+            batch = next(iterator)
+            start, frames = time.perf_counter(), 0
+            while batch is not None:
+                previous = batch if keep else None
+                del batch
+                batch = next(iterator, None)
+                frames += real_frames(batch) if batch is not None else 0
+            rate = frames / (time.perf_counter() - start)
+            del previous, iterator
+    fallbacks = int(loader.batch_ring.fallbacks.sum()) if loader.batch_ring is not None else -1
+    del loader
+    return rate, peak.peak, fallbacks
+
+
+def shared_memory_report(path: Path, rounds: int) -> None:
+    """Both hand-overs, interleaved (order alternating per round), medians with ranges."""
+    module = make_module(path, 8, 2)
+    module.setup()
+    per_batch = batch_bytes(module.train_dataset.batch_shapes(8))
+    bound = shared_memory_need(per_batch, 2, 4)
+    print(
+        f"batch 8 x {WIN_LEN} x {SIZE}^2 (+ masks) = {per_batch / 2**20:.0f} MiB; ring: 2 workers x "
+        f"prefetch_factor 4 = {8 * per_batch / 2**20:.0f} MiB; the check's need (+2 held): "
+        f"{bound / 2**20:.0f} MiB"
+    )
+    results: dict[tuple[bool, bool], list[tuple[float, int, int]]] = collections.defaultdict(list)
+    for round_ in range(rounds):
+        for keep in (False, True):
+            for ring in (True, False) if round_ % 2 == 0 else (False, True):
+                results[(keep, ring)].append(hand_over_rate(path, ring, keep))
+    median = statistics.median
+    print(
+        f"{'consumer':>18} {'hand-over':>9} {'frames/s':>9} {'range':>13} {'ring/torch':>10} "
+        f"{'peak shm MiB':>12} {'range':>11} {'fallbacks':>9}   (medians of {rounds} interleaved rounds)"
+    )
+    for keep in (False, True):
+        for ring in (True, False):
+            runs = results[(keep, ring)]
+            rates, peaks = [r for r, _, _ in runs], [p / 2**20 for _, p, _ in runs]
+            ratio = [a[0] / b[0] for a, b in zip(results[(keep, True)], results[(keep, False)], strict=True)]
+            print(
+                f"{'keeps previous' if keep else 'drops each batch':>18} {'ring' if ring else 'torch':>9} "
+                f"{median(rates):>9,.0f} {f'{min(rates):,.0f}-{max(rates):,.0f}':>13} "
+                f"{f'{median(ratio):.2f}x' if ring else '':>10} {median(peaks):>12,.0f} "
+                f"{f'{min(peaks):,.0f}-{max(peaks):,.0f}':>11} "
+                f"{median(f for _, _, f in runs) if ring else '-':>9}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/minetrain-bench-loader"))
@@ -209,11 +302,14 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved repetitions (the machine may be shared)"
     )
+    parser.add_argument(
+        "--shared-memory", action="store_true", help="compare the batch ring with torch's hand-over"
+    )
     args = parser.parse_args()
     for noise in args.noise:
         print(f"\n== synthetic {SIZE}x{SIZE}, pixel noise {noise:g} ==")
         path = ensure_dataset(args.data_dir / f"noise-{noise:g}", args.episodes, args.frames, noise=noise)
-        report(path, args.rounds)
+        (shared_memory_report if args.shared_memory else report)(path, args.rounds)
 
 
 if __name__ == "__main__":

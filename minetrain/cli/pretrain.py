@@ -231,6 +231,7 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
         "split_ratio",
         "shuffle_episodes",
         "episode_continuous_batch",
+        "shared_batch_ring",
     )
     data_params = {k: v for k, v in convert_to_normal(cfg.data).items() if k not in loader_keys}
     data_params["dataset_dirs"] = dataset_dirs(cfg)

@@ -9,20 +9,26 @@ through a socket handshake, and the main process maps it anew.
   numpy array of the batch is gone; the storage's reference count says so exactly. They are
   asked for transparent huge pages (``private_uint8``), which makes writing frames into them
   three to four times cheaper than into torch's 4 KB pages once they sat idle for a batch.
-* ``BatchRing`` (``num_workers > 0``): before its workers start, the loader allocates a few
-  shared-memory batch slots per worker. A worker decodes into a free slot of its own and sends
-  where the tensor lies in the slot instead of the tensor; small fields travel by value inside
-  the pickle. The main process maps every slot already, so nothing is copied, mapped or faulted
-  per batch. A slot goes back to its worker once the main process holds no reference to it
-  (same reference count), so a batch training still uses is never overwritten. A worker whose
-  slots are all in use falls back to fresh shared memory: slower, never blocking.
+* ``BatchRing`` (``num_workers > 0``): before its workers start, the loader allocates
+  ``prefetch_factor`` shared-memory batch slots per worker, the batches torch's own loader keeps
+  in flight (``shm.py`` states the bound); a slot's pages are allocated when first written. A
+  worker decodes into a free slot of its own and sends where the tensor lies in the slot instead
+  of the tensor; small fields travel by value inside the pickle. The main process maps every
+  slot already, so nothing is copied, mapped or faulted per batch. A slot goes back to its worker
+  once the main process holds no reference to it (same reference count), so a batch training
+  still uses is never overwritten. A worker whose slots are all in use (it ran ahead while
+  training holds a batch of it) falls back to fresh shared memory, as torch's loader would use:
+  slower, never blocking.
 
 Slot states, each change made by one side only: FREE -> FILLING (the worker takes it) ->
 DELIVERED (the main process unpickles a batch of it) -> FREE (the main process dropped it).
+When iteration stops and the workers stay for the next epoch, ``trim`` gives the pages of the
+free slots back to the OS, and those of slots training still holds once it drops them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import mmap
 import threading
@@ -41,12 +47,15 @@ FREE, FILLING, DELIVERED = 0, 1, 2
 HUGE_PAGE = 2 << 20
 
 _RINGS: weakref.WeakValueDictionary[str, BatchRing] = weakref.WeakValueDictionary()
+# Frees the pages of a shared mapping in every process that maps it (Linux; a no-op elsewhere).
+_MADV_REMOVE = getattr(mmap, "MADV_REMOVE", None)
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def unreferenced(tensor: torch.Tensor) -> bool:
-    """Whether nothing but ``tensor`` itself holds its storage (no views, no numpy arrays)."""
+def unreferenced(tensor: torch.Tensor, dying: int = 0) -> bool:
+    """Whether nothing but ``tensor`` itself (and ``dying`` tensors being freed) holds its storage."""
     # 2 = the tensor + the temporary storage object made for this query.
-    return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) == 2
+    return torch._C._storage_Use_Count(tensor.untyped_storage()._cdata) == 2 + dying
 
 
 def shared_uint8(shape: tuple[int, ...]) -> torch.Tensor:
@@ -118,12 +127,19 @@ class BatchRing:
         ]
         self.state = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
         self.fallbacks = torch.zeros(workers, dtype=torch.int64).share_memory_()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._slot_of: dict[int, tuple[int, str]] | None = None
+        # The tensors each delivered slot was last handed out as, to trim it once training drops them.
+        self._delivered: dict[tuple[int, int, str], weakref.ref[torch.Tensor]] = {}
         _RINGS[self.id] = self
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all slots: what the ring holds in ``/dev/shm`` once every slot has been written."""
+        return sum(tensor.nbytes for row in self.buffers for slot in row for tensor in slot.values())
+
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_lock": None, "_slot_of": None}
+        return {**self.__dict__, "_lock": None, "_slot_of": None, "_delivered": {}}
 
     def take(self, worker: int, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor] | None:
         """Worker side: buffers of ``shapes`` (leading rows of a free slot), or None if none is free."""
@@ -168,7 +184,9 @@ class BatchRing:
         """Main side: the view of slot ``slot`` of ``worker`` that a batch refers to."""
         with self._lock:
             self.state[worker, slot] = DELIVERED
-            return self.buffers[worker][slot][key].as_strided(size, stride, offset)
+            view = self.buffers[worker][slot][key].as_strided(size, stride, offset)
+            self._delivered[(worker, slot, key)] = weakref.ref(view)
+            return view
 
     def release_unreferenced(self) -> None:
         """Main side: hand back to their workers the delivered slots nothing references any more."""
@@ -177,6 +195,42 @@ class BatchRing:
             for worker, slot in np.argwhere(state == DELIVERED):
                 if all(unreferenced(tensor) for tensor in self.buffers[worker][slot].values()):
                     state[worker, slot] = FREE
+
+    def trim(self) -> None:
+        """Main side, workers idle: return the pages of the free slots to the OS, and of the others
+        as soon as training drops the batch it holds of them (the tensor it was handed, unless a
+        view of it lives on; then the pages go with the ring). Slots stay mapped: the next write
+        allocates fresh pages."""
+        self.release_unreferenced()
+        with self._lock:
+            state = self.state.numpy()
+            for worker, slot in np.argwhere(state != FILLING):
+                if state[worker, slot] == FREE:
+                    self._punch(worker, slot)
+                    continue
+                for key in self.shapes:
+                    held = self._delivered.get((int(worker), int(slot), key))
+                    view = held() if held is not None else None
+                    if view is not None:
+                        weakref.finalize(view, self._trim_slot, int(worker), int(slot), key)
+
+    def _trim_slot(self, worker: int, slot: int, dying: str) -> None:
+        # A weakref callback runs before the tensor being freed lets go of its storage.
+        with self._lock:
+            if self.state[worker, slot] == DELIVERED and all(
+                unreferenced(tensor, dying=int(key == dying))
+                for key, tensor in self.buffers[worker][slot].items()
+            ):
+                self._punch(worker, slot)  # before FREE: a worker may take a free slot at once
+                self.state[worker, slot] = FREE
+
+    def _punch(self, worker: int, slot: int) -> None:
+        if _MADV_REMOVE is None:
+            return
+        for tensor in self.buffers[worker][slot].values():
+            address, size = ctypes.c_void_p(tensor.data_ptr()), ctypes.c_size_t(tensor.nbytes)
+            if _LIBC.madvise(address, size, _MADV_REMOVE):
+                raise OSError(ctypes.get_errno(), "madvise(MADV_REMOVE) of a batch slot failed")
 
 
 class _SlotView:

@@ -19,12 +19,15 @@ are opened lazily inside each worker by the store; train workers persist across 
 workers are started per validation run rather than idling in memory between runs); memory is
 pinned only when a GPU is present. Workers build whole batches in the slots of a shared-memory
 ``BatchRing`` the loader allocates for them (``buffers.py``), so a batch reaches the main process
-without being copied, and its small fields travel inside the pickle.
+without being copied, and its small fields travel inside the pickle. ``shared_batch_ring=False``
+leaves the hand-over to torch (fresh shared memory per batch). Either way ``/dev/shm`` is checked
+before workers start and the memory is given back when iteration stops (``shm.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -40,6 +43,7 @@ from minetrain.data.buffers import BatchRing
 from minetrain.data.dataset import RawDataset
 from minetrain.data.event_dataset import EVENT_PARAMS, EventDataset
 from minetrain.data.sampler import EpisodeContinuousBatchSampler, default_world
+from minetrain.data.shm import batch_bytes, check_shared_memory
 from minetrain.errors import ConfigError, MinetrainError
 
 log = logging.getLogger(__name__)
@@ -109,18 +113,36 @@ class WindowLoader(DataLoader):
     (batch) sampler is written to the dataset's shared epoch, which persistent workers read. Windows
     the dataset replaced because of bad data (``on_error='skip'``: all-zero ``mask``) are counted
     here, in the main process, whatever worker produced them, and logged when the pass ends.
+
+    Shared memory (``shm.py``): before workers start, ``/dev/shm`` is checked for what they may
+    need and, with ``shared_batch_ring``, they get a ``BatchRing`` of ``prefetch_factor`` slots
+    each. When iteration stops the memory goes back: at the end of an epoch persistent workers
+    stay and the ring is trimmed; otherwise (a break, a deleted iterator, non-persistent workers,
+    the trainer's teardown) the workers are stopped and the ring dropped.
     """
 
     skipped_windows: dict[int, int]
     batch_ring: BatchRing | None = None
+    _passes = 0
+
+    def __init__(self, *args: Any, shared_batch_ring: bool = True, ranks_per_node: int = 1, **kwargs: Any):
+        self.shared_batch_ring = shared_batch_ring
+        # Every rank on the node fills the same /dev/shm.
+        self.ranks_per_node = ranks_per_node
+        super().__init__(*args, **kwargs)
 
     def __iter__(self) -> Iterator[Any]:
         epoch = getattr(self.batch_sampler, "epoch", getattr(self.sampler, "epoch", None))
         if epoch is not None:
             self.dataset.set_epoch(epoch)
-        ring = self._ring_for_workers()
+        self._passes += 1
+        if self.num_workers and (not self.persistent_workers or self._iterator is None):
+            self._prepare_workers()
         batches = super().__iter__() if self.num_workers else self._batches_in_process()
-        return self._pass(self.dataset.epoch, batches, ring)
+        ring = self.batch_ring if self.num_workers else None
+        if ring is not None:
+            ring.release_unreferenced()  # batches of the last pass torch dropped when resuming workers
+        return self._pass(self.dataset.epoch, batches, ring, self._passes)
 
     def _batches_in_process(self) -> Iterator[Any]:
         """``num_workers=0``: what torch's single-process iterator yields, without its profiler range.
@@ -138,27 +160,36 @@ class WindowLoader(DataLoader):
             # Not held while the next batch is made: its buffers are reusable once the consumer drops it.
             del batch
 
-    def _ring_for_workers(self) -> BatchRing | None:
-        """The slots the workers of the next iterator write to; persistent workers keep theirs.
-
-        Workers inherit the dataset (with its ring) when the iterator starts them, so the ring is
-        in place before; ``prefetch_factor`` batches per worker can be in flight and about three
-        more held by the consumer, which sizes the ring.
-        """
-        if not self.num_workers or not hasattr(self.dataset, "batch_shapes"):
-            return None
-        if self.batch_ring is None or not self.persistent_workers:
-            batch_size = self.batch_size or getattr(self.batch_sampler, "batch_size", None)
-            if batch_size is None:
-                return None
-            self.batch_ring = BatchRing(
-                self.dataset.batch_shapes(batch_size), self.num_workers, (self.prefetch_factor or 2) + 3
+    def _prepare_workers(self) -> None:
+        """Before workers start (they inherit the dataset): check ``/dev/shm``, give them their ring."""
+        self.batch_ring = None
+        batch_size = self.batch_size or getattr(self.batch_sampler, "batch_size", None)
+        if hasattr(self.dataset, "batch_shapes") and batch_size is not None:
+            shapes = self.dataset.batch_shapes(batch_size)
+            check_shared_memory(
+                batch_bytes(shapes),
+                self.num_workers,
+                self.prefetch_factor,
+                self.ranks_per_node,
+                batch_size,
+                getattr(self.dataset, "split", ""),
             )
-            self.dataset.batch_ring = self.batch_ring
-        return self.batch_ring
+            if self.shared_batch_ring:
+                self.batch_ring = BatchRing(shapes, self.num_workers, self.prefetch_factor)
+        self.dataset.batch_ring = self.batch_ring
 
-    def _pass(self, epoch: int, batches: Iterator[Any], ring: BatchRing | None) -> Iterator[Any]:
+    def release_shared_memory(self) -> None:
+        """Stop the workers and drop the ring; its slots are freed as training drops their batches."""
+        if self._iterator is not None:
+            self._iterator._shutdown_workers()
+            self._iterator = None
+        self.batch_ring = None
+        if self.num_workers:
+            self.dataset.batch_ring = None
+
+    def _pass(self, epoch: int, batches: Iterator[Any], ring: BatchRing | None, number: int) -> Iterator[Any]:
         skipped = 0
+        exhausted = False
         try:
             for batch in batches:
                 # numpy on the tensor's memory: three small torch ops cost a few ms per batch on a VM.
@@ -167,12 +198,21 @@ class WindowLoader(DataLoader):
                 del batch
                 if ring is not None:
                     ring.release_unreferenced()
+            exhausted = True
         except MinetrainError as err:
             # A bad chunk reads the same with workers as without: one line, not a worker's traceback.
             message = _worker_message(err)
             if message is None:
                 raise
             raise type(err)(message) from None
+        finally:
+            if self.num_workers and number == self._passes:  # else a later pass owns the workers
+                if exhausted and self.persistent_workers:
+                    if ring is not None:
+                        ring.trim()  # the workers idle until the next epoch reuses their slots
+                else:
+                    getattr(batches, "_shutdown_workers", lambda: None)()
+                    self.release_shared_memory()
         if not hasattr(self, "skipped_windows"):
             self.skipped_windows = {}
         self.skipped_windows[epoch] = skipped
@@ -213,6 +253,7 @@ class MineDataModule(pl.LightningDataModule):
         split_ratio: float = 0.8,
         shuffle_episodes: bool = False,
         episode_continuous_batch: bool = False,
+        shared_batch_ring: bool = True,
     ) -> None:
         super().__init__()
         params = dict(data_params)
@@ -239,10 +280,12 @@ class MineDataModule(pl.LightningDataModule):
         self.split_ratio = split_ratio
         self.shuffle_episodes = shuffle_episodes
         self.episode_continuous_batch = episode_continuous_batch
+        self.shared_batch_ring = bool(shared_batch_ring)
         self.seed = int(params.get("seed", 0))
         self.train_dataset: RawDataset | None = None
         self.val_dataset: RawDataset | None = None
         self._train_loader: WindowLoader | None = None
+        self._val_loader: WindowLoader | None = None
         self._pending_state: dict[str, Any] | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -275,6 +318,8 @@ class MineDataModule(pl.LightningDataModule):
             worker_init_fn=_limit_worker_threads if workers else None,
             persistent_workers=workers > 0 and train,
             prefetch_factor=self.prefetch_factor if workers else None,
+            shared_batch_ring=self.shared_batch_ring,
+            ranks_per_node=self._ranks_per_node(),
         )
         if self.episode_continuous_batch:
             self._check_trainer(world)
@@ -287,6 +332,13 @@ class MineDataModule(pl.LightningDataModule):
             dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed
         )
         return WindowLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, **options)
+
+    def _ranks_per_node(self) -> int:
+        """Processes of this run sharing this machine's ``/dev/shm``: the trainer's devices per node."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return max(1, getattr(trainer, "num_devices", 1))
+        return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
 
     def _check_trainer(self, world: int) -> None:
         """Lightning would replace the batch sampler by its own distributed one."""
@@ -331,7 +383,14 @@ class MineDataModule(pl.LightningDataModule):
         self.setup()
         if len(self.val_dataset) == 0:
             return []
-        return self._loader(self.val_dataset, train=False)
+        self._val_loader = self._loader(self.val_dataset, train=False)
+        return self._val_loader
+
+    def teardown(self, stage: str) -> None:
+        """The trainer is done: stop the loaders' workers and let their shared memory go."""
+        for loader in (self._train_loader, self._val_loader):
+            if loader is not None:
+                loader.release_shared_memory()
 
     def _consumed_batches(self) -> tuple[int, int]:
         """(epoch, batches of it consumed by training) from the trainer's loop progress.

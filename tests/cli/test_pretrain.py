@@ -168,3 +168,49 @@ def test_demo_trains_in_bf16_mixed(tmp_path: Path):
     (run_dir,) = (tmp_path / "outputs" / "demo").iterdir()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2
+
+
+# A tiny model on conftest's eval_dataset, one worker process.
+TINY_WORKER_RUN = [
+    "name=shm",
+    "model.hiddim=32",
+    "model.num_heads=2",
+    "model.num_layers=1",
+    "model.timesteps=8",
+    "model.mem_len=8",
+    "data.frame_width=32",
+    "data.frame_height=32",
+    "data.batch_size=2",
+    "data.split_ratio=0.7",
+    "data.num_workers=1",
+    "trainer.limit_val_batches=1",
+    "optim.warmup_steps=1",
+]
+
+
+@pytest.mark.slow  # two runs of the CLI
+def test_pretrain_trains_with_torchs_own_shared_memory_hand_over(tmp_path: Path, eval_dataset: Path):
+    """``data.shared_batch_ring=false``: workers hand batches over the way torch's collate path does."""
+    dataset = f"data.dataset_dirs=[{eval_dataset}]"
+    run = [
+        "pretrain",
+        dataset,
+        *TINY_WORKER_RUN,
+        "data.shared_batch_ring=false",
+        "trainer.max_steps=3",
+        "save_freq=3",
+    ]
+    result = run_cli(run, tmp_path, tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "shm").iterdir()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 3
+
+    # More than /dev/shm holds: one error line before any worker starts.
+    too_much = run_cli(
+        ["pretrain", dataset, *TINY_WORKER_RUN, "data.prefetch_factor=100000000"], tmp_path, tmp_path
+    )
+    assert too_much.returncode == 2, too_much.stderr[-3000:]
+    last = too_much.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the ") and "/dev/shm" in last and "--shm-size=" in last
+    assert "Traceback" not in too_much.stderr

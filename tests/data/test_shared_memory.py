@@ -1,0 +1,145 @@
+"""Shared memory of DataLoader workers: the bound, the /dev/shm check, its release, the off switch."""
+
+import gc
+import math
+
+import pytest
+import torch
+from resume_harness import fit_recording
+from test_datamodule import make_module, signature
+
+from minetrain.data import shm
+from minetrain.data.shm import HELD_BY_TRAINING, process_tree, shared_memory_held, shared_memory_need
+from minetrain.data.synth import write_synthetic_dataset
+from minetrain.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "d"
+    return write_synthetic_dataset(out, episodes=6, frames=90, size=32, seed=3)
+
+
+def held() -> int:
+    gc.collect()
+    return shared_memory_held(process_tree())
+
+
+# A ring's slot states and fallback counters: a shared page each while the ring lives.
+RING_BOOKKEEPING = 2 * 4096
+
+
+def equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(equal(a[key], b[key]) for key in a)
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    return a == b
+
+
+def test_the_bound_is_prefetch_factor_slots_per_worker_as_torch_keeps_in_flight(dataset_dir):
+    module = make_module(dataset_dir, workers=2)
+    module.prefetch_factor = 3
+    loader = module.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    ring = loader.batch_ring
+    batch = 2 * 16 * 32 * 32 * (3 + 1)  # batch_size x win_len x frame x (RGB + condition mask)
+    assert [len(row) for row in ring.buffers] == [3, 3]
+    assert ring.nbytes == 2 * 3 * batch  # num_workers x prefetch_factor batches
+    assert shared_memory_need(batch, 2, 3) == (2 * 3 + HELD_BY_TRAINING) * batch
+    assert shared_memory_need(batch, 0, 3) == 0
+    del iterator
+    # rocket1: 8 workers x prefetch_factor 4 (+2 held) x batch 8 x 128 x 224^2 (+ masks) per rank.
+    rocket1 = 8 * 128 * 224 * 224 * 4
+    assert rocket1 == 196 * 2**20 and shared_memory_need(rocket1, 8, 4, ranks=8) == 8 * 34 * rocket1
+
+
+def test_too_little_dev_shm_is_one_error_line_naming_need_free_and_remedies(dataset_dir, monkeypatch):
+    monkeypatch.setattr(shm, "free_bytes", lambda path=shm.SHM_DIR: 64 << 20)
+    big = make_module(dataset_dir, workers=2)
+    big.prefetch_factor = 8  # (2 x 8 + 2) x 2 x 16 x 32^2 x 4 = 2.4 MB: fits
+    iter(big.train_dataloader())  # no error: workers start
+    monkeypatch.setattr(shm, "free_bytes", lambda path=shm.SHM_DIR: 500_000)
+    loader = make_module(dataset_dir, workers=2).train_dataloader()
+    with pytest.raises(ConfigError) as caught:
+        iter(loader)
+    message = str(caught.value)
+    need = (2 * 2 + HELD_BY_TRAINING) * 2 * 16 * 32 * 32 * 4
+    assert "\n" not in message
+    assert f"need {need:,} bytes" in message and "500,000 (0.00 GiB) are free" in message
+    assert f"docker run --shm-size={math.ceil(need / 2**30) + 1}g" in message
+    for setting in (
+        "num_workers",
+        "prefetch_factor",
+        "batch_size",
+        "win_len",
+        "frame_width",
+        "shared_batch_ring",
+    ):
+        assert f"data.{setting}" in message
+    off = make_module(dataset_dir, workers=2)
+    off.shared_batch_ring = False
+    with pytest.raises(ConfigError):
+        iter(off.train_dataloader())  # torch's path needs as much
+    iter(make_module(dataset_dir, workers=0).train_dataloader())  # no workers, no shared memory
+
+
+@pytest.mark.parametrize("ring", [True, False], ids=["ring", "torch"])
+def test_shared_memory_is_given_back_when_iteration_stops(dataset_dir, ring):
+    module = make_module(dataset_dir, workers=2)
+    module.shared_batch_ring = ring
+    loader = module.train_dataloader()
+    baseline = held()  # the datasets' shared epoch counters
+    idle = baseline + (RING_BOOKKEEPING if ring else 0)
+
+    for count, batch in enumerate(loader):  # exhausted; persistent workers stay, idle
+        assert batch["image"].is_shared()
+        if count == 1:
+            assert held() > idle
+    del batch
+    assert held() == idle
+
+    for count, batch in enumerate(loader):  # a break
+        if count == 2 and batch["image"].is_shared():
+            break
+    del batch
+    assert held() == baseline
+
+    iterator = iter(loader)  # an iterator deleted midway
+    next(iterator)
+    del iterator
+    assert held() == baseline
+
+    kept = list(loader)  # batches training keeps stay valid after the pass; freed with them
+    assert held() > idle
+    del kept
+    assert held() == idle
+
+
+def test_shared_memory_is_given_back_when_the_trainer_ends(dataset_dir, tmp_path):
+    for max_steps in (-1, 3):  # two whole epochs; three steps, mid-epoch
+        module = make_module(dataset_dir, workers=2)
+        module.setup()
+        baseline = held()  # the datasets' shared epoch counters
+        seen = fit_recording(module, signature, max_epochs=2, max_steps=max_steps, ckpt_dir=tmp_path)[0]
+        assert seen
+        assert held() == baseline
+        del module, seen
+
+
+def test_the_off_switch_gives_the_same_batches_bit_for_bit(dataset_dir):
+    loaders = []
+    for workers, ring in ((0, True), (2, True), (2, False)):
+        module = make_module(dataset_dir, workers=workers)
+        module.shared_batch_ring = ring
+        loaders.append(module.train_dataloader())
+    count = 0
+    for epoch in range(2):
+        for loader in loaders:
+            loader.batch_sampler.set_epoch(epoch)
+        for in_process, on, off in zip(*loaders, strict=True):
+            assert equal(on, in_process) and equal(off, in_process)
+            count += 1
+    assert count > 4
+    assert loaders[1].batch_ring is not None and loaders[2].batch_ring is None
