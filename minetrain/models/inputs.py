@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from minetrain.errors import ConfigError
+from minetrain.models.frames import i420_to_rgb
 
 # The interaction embedding has 10 slots for obj_id + 1, so obj_id lies in [-1, 8].
 MIN_OBJ_ID, MAX_OBJ_ID = -1, 8
@@ -36,17 +37,53 @@ def _tensor(value: object, name: str) -> torch.Tensor:
 def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
     """Validate a training/inference batch and move it to ``device``.
 
+    ``image`` is (B,T,H,W,3) uint8 RGB, or (B,T,3H/2,W) uint8 I420 planes (``image_format="yuv420"``)
+    that are made RGB on ``device`` and resized to ``batch['frame_size']`` (height, width per
+    window) if given (``frames.i420_to_rgb``), so every policy gets RGB frames either way.
+
     ``segment`` (or the reference's ``segmentation``) may be absent: the policy then runs
     unconditioned (obj_id -1, empty mask). ``first`` defaults to all False.
     """
     if "image" not in batch:
         raise ConfigError(f"batch has no 'image' (keys: {sorted(batch)}); expected (B,T,H,W,3) uint8 frames")
     image = _tensor(batch["image"], "image")
+    if image.ndim == 4 and image.dtype == torch.uint8:
+        return _parse(batch, image, _frame_size(batch, image), device)
     if image.ndim != 5 or image.shape[-1] != 3 or image.dtype != torch.uint8:
         raise ConfigError(
-            f"batch['image'] is {tuple(image.shape)} {image.dtype}; expected (B,T,H,W,3) uint8 RGB frames"
+            f"batch['image'] is {tuple(image.shape)} {image.dtype}; expected (B,T,H,W,3) uint8 RGB frames "
+            "or (B,T,3H/2,W) uint8 I420 planes"
         )
-    b, t, h, w = image.shape[:4]
+    return _parse(batch, image, None, device)
+
+
+def _frame_size(batch: Mapping, planes: torch.Tensor) -> tuple[int, int]:
+    """(height, width) the I420 frames are to have: ``batch['frame_size']`` if given, else their own."""
+    rows, width = planes.shape[-2:]
+    if rows % 3 or width % 2:
+        raise ConfigError(
+            f"batch['image'] is {tuple(planes.shape)}; expected (B,T,H,W,3) uint8 RGB frames "
+            "or (B,T,3H/2,W) uint8 I420 planes (H and W even)"
+        )
+    size = batch.get("frame_size")
+    if size is None:
+        return rows * 2 // 3, width
+    size = _tensor(size, "frame_size")
+    sizes = size.reshape(-1, 2) if size.shape[-1:] == (2,) and not size.is_floating_point() else None
+    if sizes is None or len(sizes) == 0 or bool((sizes != sizes[0]).any()) or int(sizes.min()) < 1:
+        raise ConfigError(
+            f"batch['frame_size'] is {tuple(size.shape)} {size.dtype}; expected (height, width) "
+            "positive integers per window, the same for every window"
+        )
+    height, width = (int(v) for v in sizes[0])
+    return height, width
+
+
+def _parse(
+    batch: Mapping, image: torch.Tensor, frame_size: tuple[int, int] | None, device: torch.device
+) -> PolicyInput:
+    b, t = image.shape[:2]
+    h, w = frame_size if frame_size is not None else image.shape[2:4]
     segment = batch.get("segment", batch.get("segmentation"))
     if segment is None:
         mask = torch.zeros(b, t, h, w, dtype=torch.uint8)
@@ -75,8 +112,11 @@ def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
         first = _tensor(first, "first")
         if tuple(first.shape) != (b, t):
             raise ConfigError(f"batch['first'] is {tuple(first.shape)}; expected {(b, t)} booleans")
+    image = image.to(device, non_blocking=True)
+    if frame_size is not None:
+        image = i420_to_rgb(image, frame_size)
     return PolicyInput(
-        image=image.to(device, non_blocking=True),
+        image=image,
         mask=mask.to(device, non_blocking=True),
         obj_id=obj_id.to(device, torch.long, non_blocking=True),
         first=first.to(device, torch.bool, non_blocking=True),

@@ -71,10 +71,10 @@ def _scaler_takes_threads() -> bool:
 
 INTERPOLATIONS = ("linear", "antialias")
 # OpenCV's INTER_LINEAR on uint8 works in fixed point: weights are integers scaled by 2 ** 11.
-_COEF_BITS = 11
+COEF_BITS = 11
 
 
-def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and fixed-point weights of each output pixel along one axis, as OpenCV computes them.
 
     Pixel centres are aligned (source coordinate ``(x + 0.5) * src / dst - 0.5``, in float32 as
@@ -88,7 +88,7 @@ def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     frac[outside] = 0
     first = np.clip(first, 0, src - 1)
     second = np.minimum(first + 1, src - 1)
-    scale = np.float32(1 << _COEF_BITS)
+    scale = np.float32(1 << COEF_BITS)
     weight_second = np.rint(frac * scale).astype(np.int32)
     weight_first = np.rint((np.float32(1) - frac) * scale).astype(np.int32)
     return first, second, weight_first, weight_second
@@ -107,15 +107,15 @@ class LinearResize:
 
     def __init__(self, src: tuple[int, int], dst: tuple[int, int], channels: int = 3) -> None:
         (src_w, src_h), (width, height) = src, dst
-        x0, x1, a0, a1 = _linear_taps(src_w, width)
-        self.y0, self.y1, b0, b1 = _linear_taps(src_h, height)
+        x0, x1, a0, a1 = linear_taps(src_w, width)
+        self.y0, self.y1, b0, b1 = linear_taps(src_h, height)
         lanes = np.arange(channels)
         # Columns index the flattened (W * C) row, so every gather runs along the contiguous axis.
         self.x0, self.x1 = (x0[:, None] * channels + lanes).ravel(), (x1[:, None] * channels + lanes).ravel()
         self.a0, self.a1 = np.repeat(a0, channels), np.repeat(a1, channels)
         self.b0, self.b1 = b0[:, None], b1[:, None]
         # Weights that sum to at most 2048 cannot leave [0, 255]; OpenCV saturates otherwise.
-        one = 1 << _COEF_BITS
+        one = 1 << COEF_BITS
         self.saturate = bool((a0 + a1 > one).any() or (b0 + b1 > one).any())
         self.src_shape = (src_h, src_w * channels)
         self.gathered = np.empty((2, src_h, width * channels), dtype=np.uint8)

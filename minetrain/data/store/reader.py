@@ -32,6 +32,9 @@ from minetrain.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODALITIES = ("image", "action", "segmentation")
+# Colour tags (FFmpeg's AVColorSpace, AVColorRange) swscale converts as BT.601 limited range, the
+# conversion of ``models.frames``: unspecified, bt470bg, smpte170m; unspecified, MPEG.
+BT601_COLORSPACES, LIMITED_RANGES = (2, 5, 6), (0, 1)
 
 
 @dataclass(frozen=True)
@@ -395,6 +398,13 @@ class TrajectoryStore:
             raise DataError(
                 f"{location.describe(episode, chunk_start)}: frames are {stored}, image_format='yuv420' "
                 f"batches need {wanted} like the first episode; use image_format='rgb' or re-convert"
+            )
+        if frame.colorspace not in BT601_COLORSPACES or frame.color_range not in LIMITED_RANGES:
+            raise DataError(
+                f"{location.describe(episode, chunk_start)}: frames are tagged colorspace "
+                f"{frame.colorspace}, "
+                f"range {frame.color_range}; image_format='yuv420' converts BT.601 limited range only, "
+                "use image_format='rgb'"
             )
         copy_i420(frame, row)
 
