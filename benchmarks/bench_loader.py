@@ -13,6 +13,9 @@ Two synthetic datasets by default: the plain one (flat colours, which decode 3-5
 gameplay) and one with pixel noise that decodes at about the speed of real 224x224 chunks.
 Run: ``python benchmarks/bench_loader.py [--data-dir DIR] [--noise 0 8] [--rounds 3]``. The
 datasets are written once under ``--data-dir`` and reused.
+
+``--formats`` compares ``image_format`` rgb and yuv420 (batch 8, workers 0 and 2) on gameplay-like
+data (``common.gameplay_frames``), against the same PyAV bound (``av.open`` per chunk, RGB).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ WIN_LEN = 128
 
 def _decode(chunks: list[bytes]) -> tuple[int, float]:
     start = time.perf_counter()
-    frames = sum(1 for data in chunks for _ in iter_video_frames(data, (SIZE, SIZE)))
+    # av.open per chunk, as the loader decoded before it kept one decoder: today's PyAV bound.
+    frames = sum(1 for data in chunks for _ in iter_video_frames(data, (SIZE, SIZE), reuse_decoder=False))
     return frames, time.perf_counter() - start
 
 
@@ -85,7 +89,7 @@ def batch_floor(path: Path, episodes: list[str], batch_size: int) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def make_module(path: Path, batch_size: int, workers: int) -> MineDataModule:
+def make_module(path: Path, batch_size: int, workers: int, image_format: str = "rgb") -> MineDataModule:
     return MineDataModule(
         data_params=dict(
             mode="raw",
@@ -94,6 +98,7 @@ def make_module(path: Path, batch_size: int, workers: int) -> MineDataModule:
             frame_height=SIZE,
             win_len=WIN_LEN,
             enable_segment=True,
+            image_format=image_format,
         ),
         batch_size=batch_size,
         num_workers=workers,
@@ -123,7 +128,7 @@ def drain(iterator: Iterator[dict]) -> int:
     return frames
 
 
-def loader_rate(path: Path, batch_size: int, workers: int) -> tuple[float, float]:
+def loader_rate(path: Path, batch_size: int, workers: int, image_format: str = "rgb") -> tuple[float, float]:
     """(frames/s of the second epoch after its first batch, frames/s of the first epoch in full).
 
     The second epoch is the steady state a training run lives in: batch buffers and worker slots
@@ -131,7 +136,7 @@ def loader_rate(path: Path, batch_size: int, workers: int) -> tuple[float, float
     the train DataLoader, its buffers and its persistent workers across epochs). Each batch is
     dropped once counted, before the next is fetched (``drain``).
     """
-    loader = make_module(path, batch_size, workers).train_dataloader()
+    loader = make_module(path, batch_size, workers, image_format).train_dataloader()
     rates = []
     for epoch in range(2):
         loader.batch_sampler.set_epoch(epoch)
@@ -198,14 +203,48 @@ def report(path: Path, rounds: int) -> None:
         )
 
 
+def formats_report(path: Path, rounds: int, batch_size: int = 8) -> None:
+    """Loader frames/s with each ``image_format`` at workers 0 and 2, against the 1-process PyAV bound."""
+    module = make_module(path, 1, 0)
+    module.setup()
+    train = module.train_dataset.episodes
+    configs = [(image_format, workers) for workers in (0, 2) for image_format in ("rgb", "yuv420")]
+    rates: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
+    ratios: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
+    bounds: list[float] = []
+    for _ in range(rounds):
+        for config in configs:
+            before = decode_bound(path, train)
+            steady, _ = loader_rate(path, batch_size, config[1], config[0])
+            bound = (before + decode_bound(path, train)) / 2
+            bounds.append(bound)
+            rates[config].append(steady)
+            ratios[config].append(steady / bound)
+    median = statistics.median
+    print(
+        f"PyAV bound (av.open per chunk, RGB, 1 process): median {median(bounds):,.0f} frames/s "
+        f"(range {min(bounds):,.0f}-{max(bounds):,.0f}); loader batch {batch_size}, "
+        f"medians of {rounds} rounds (workers=2 too against the 1-process bound):"
+    )
+    print(f"{'image_format':>12} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'range':>11} {'vs rgb':>7}")
+    for image_format, workers in configs:
+        ratio = ratios[(image_format, workers)]
+        versus = [a / b for a, b in zip(rates[(image_format, workers)], rates[("rgb", workers)], strict=True)]
+        print(
+            f"{image_format:>12} {workers:>7} {median(rates[(image_format, workers)]):>9,.0f} "
+            f"{median(ratio):>7.2f}x {f'{min(ratio):.2f}-{max(ratio):.2f}':>11} {median(versus):>6.2f}x"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/minetrain-bench-loader"))
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--frames", type=int, default=5 * WIN_LEN, help="frames per episode")
     parser.add_argument(
-        "--noise", type=float, nargs="+", default=[0.0, 8.0], help="pixel noise std per dataset"
+        "--noise", type=float, nargs="*", default=[0.0, 8.0], help="pixel noise std per dataset"
     )
+    parser.add_argument("--formats", action="store_true", help="compare image_format rgb and yuv420")
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved repetitions (the machine may be shared)"
     )
@@ -214,6 +253,10 @@ def main() -> None:
         print(f"\n== synthetic {SIZE}x{SIZE}, pixel noise {noise:g} ==")
         path = ensure_dataset(args.data_dir / f"noise-{noise:g}", args.episodes, args.frames, noise=noise)
         report(path, args.rounds)
+    if args.formats:
+        print(f"\n== gameplay-like {SIZE}x{SIZE}: image_format rgb and yuv420 ==")
+        path = ensure_dataset(args.data_dir / "gameplay", args.episodes, args.frames, gameplay=True)
+        formats_report(path, args.rounds)
 
 
 if __name__ == "__main__":
