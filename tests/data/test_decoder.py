@@ -61,6 +61,15 @@ def test_a_chunk_left_half_decoded_does_not_leak_into_the_next():
     assert_same(rgb(second, reuse=False), rgb(second, reuse=True))
 
 
+def test_a_chunk_started_while_another_is_suspended_gets_its_own_frames():
+    first, second = (encode_video(noisy_frames(8, 32, 32, seed)) for seed in (5, 6))
+    suspended = iter_video_frames(first, reuse_decoder=True)
+    next(suspended)
+    assert_same(rgb(second, reuse=False), rgb(second, reuse=True))
+    with pytest.raises(RuntimeError, match="after the next chunk started"):
+        list(suspended)
+
+
 def test_yuv_planes_are_the_decoded_frame_as_i420():
     data = encode_video(noisy_frames(4, 32, 48, 3))
     for reuse in (False, True):

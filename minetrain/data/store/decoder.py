@@ -154,6 +154,9 @@ class ReusedDecoder:
         self.params: StreamParams | None = None
         self.threads = 1
         self.context: av.codec.context.CodecContext | None = None
+        # The chunk whose frames are being taken: a chunk started before the last one's generator
+        # was closed must not see that chunk's queued frames, nor have them flushed later.
+        self.owner: object | None = None
 
     def _context(self, params: StreamParams, threads: int) -> av.codec.context.CodecContext:
         if self.context is None or params != self.params or threads != self.threads:
@@ -173,17 +176,23 @@ class ReusedDecoder:
         Raises ``av.FFmpegError`` on corrupt data (and drops the decoder, whose state is then unknown).
         """
         context = self._context(params, threads)
+        if self.owner is not None:
+            context.flush_buffers()
+        self.owner = token = object()
         try:
-            for packet in packets:
-                yield from context.decode(av.Packet(packet))
-            yield from context.decode(None)
+            for packet in [*packets, None]:
+                if self.owner is not token:
+                    raise RuntimeError("a chunk's frames were taken after the next chunk started decoding")
+                yield from context.decode(None if packet is None else av.Packet(packet))
         except av.FFmpegError:
             self.context = None
             raise
         finally:
             # Also when the caller stops early: frames still queued belong to this chunk.
-            if self.context is context:
-                context.flush_buffers()
+            if self.owner is token:
+                self.owner = None
+                if self.context is context:
+                    context.flush_buffers()
 
 
 _DECODERS: dict[int, ReusedDecoder] = {}
