@@ -1,9 +1,9 @@
 """Frames batched as I420 planes (``data_params.image_format="yuv420"``), made RGB on the policy's device.
 
-Decoders produce YUV; converting every frame to RGB on the loader's CPU costs about a sixth of
-its decoding time and doubles the bytes of a batch. A YUV batch carries each frame's planes
-(Y, then U, then V: (3H/2, W) uint8) and the policy converts them as the first step of its
-``forward`` (``parse_batch`` calls ``i420_to_rgb``), on the GPU in a real run.
+Decoders produce YUV; converting every frame to RGB on the loader's CPU costs loader time and
+doubles the bytes of a batch. A YUV batch carries each frame's planes (Y, then U, then V:
+(3H/2, W) uint8) and the policy converts them as the first step of its ``forward``
+(``parse_batch`` calls ``i420_to_rgb``), on the GPU in a real run.
 
 The colours are those of the RGB path: the store's chunks are BT.601 limited range (the H.264
 streams carry no colour tags, so FFmpeg's swscale converts them with its defaults), swscale's

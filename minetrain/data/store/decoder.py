@@ -1,11 +1,12 @@
 """H.264 chunks decoded by one reused decoder per process, without opening a container per chunk.
 
 Opening an MP4 with ``av.open`` probes the format and the stream on every chunk (about 1.3 ms per
-32-frame chunk of gameplay-like 224x224 frames, an eighth of its decoding time, bench_store.py). An image chunk is a plain MP4 with one
-H.264 track, so ``mp4_packets`` reads its sample table directly (a few boxes) and a process keeps
-one ``av.CodecContext`` that is fed those packets chunk after chunk; it is replaced when a chunk's
-stream parameters (codec tag, size, extradata, hence profile) differ. Decoding is deterministic
-and every chunk starts at a key frame, so the frames are those of ``av.open`` bit for bit.
+32-frame chunk of gameplay-like 224x224 frames, an eighth of its decoding time, bench_store.py).
+An image chunk is a plain MP4 with one H.264 track, so ``mp4_packets`` reads its sample table
+directly (a few boxes) and a process keeps one ``av.CodecContext`` that is fed those packets chunk
+after chunk; it is replaced when a chunk's stream parameters (codec tag, size, extradata, hence
+profile) differ. Decoding is deterministic and every chunk starts at a key frame, so the frames
+are those of ``av.open`` bit for bit.
 
 An MP4 this reader does not understand (fragmented, several edits, another codec) gives None and
 the caller decodes it the ``av.open`` way.
