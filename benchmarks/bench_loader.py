@@ -19,6 +19,9 @@ the batch ring, false: torch's own shared memory per batch) at batch 8, 2 worker
 prefetch_factor 4: frames/s and the peak ``/dev/shm`` bytes the loader's processes hold (sampled
 every 20 ms), for a consumer that drops each batch before the next and for one that keeps the
 previous batch, as Lightning's fit loop does.
+
+``--formats`` compares ``image_format`` rgb and yuv420 (batch 8, workers 0 and 2) on gameplay-like
+data (``common.gameplay_frames``), against the same PyAV bound (``av.open`` per chunk, RGB).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import multiprocessing
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common import SIZE, ensure_dataset
@@ -43,22 +46,24 @@ from minetrain.data.store.codecs import iter_video_frames
 WIN_LEN = 128
 
 
-def _decode(chunks: list[bytes]) -> tuple[int, float]:
-    start = time.perf_counter()
-    frames = sum(1 for data in chunks for _ in iter_video_frames(data, (SIZE, SIZE)))
-    return frames, time.perf_counter() - start
+def _decode(chunks: list[bytes], clock: Callable[[], float] = time.perf_counter) -> tuple[int, float]:
+    start = clock()
+    # av.open per chunk, as the loader decoded before it kept one decoder: today's PyAV bound.
+    frames = sum(1 for data in chunks for _ in iter_video_frames(data, (SIZE, SIZE), reuse_decoder=False))
+    return frames, clock() - start
 
 
-def decode_bound(path: Path, episodes: list[str], processes: int = 1) -> float:
+def decode_bound(path: Path, episodes: list[str], processes: int = 1, cpu: bool = False) -> float:
     """Frames/s of decoding every image chunk of ``episodes`` and nothing else, in ``processes``.
 
     With several processes (each one thread, chunks dealt round-robin) it is the ceiling for the
-    same number of DataLoader workers on this machine at this moment.
+    same number of DataLoader workers on this machine at this moment. ``cpu``: frames per CPU
+    second of one process instead (what other processes on a shared machine do not change).
     """
     store = TrajectoryStore([path], modalities=("image",))
     chunks = [store.raw_chunk(e, "image", s) for e in episodes for s in store.chunk_starts(e, "image")]
     if processes == 1:
-        frames, seconds = _decode(chunks)
+        frames, seconds = _decode(chunks, time.process_time if cpu else time.perf_counter)
         return frames / seconds
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         results = pool.map(_decode, [chunks[i::processes] for i in range(processes)])
@@ -94,7 +99,9 @@ def batch_floor(path: Path, episodes: list[str], batch_size: int) -> float:
     return frames / (time.perf_counter() - start)
 
 
-def make_module(path: Path, batch_size: int, workers: int, ring: bool = True) -> MineDataModule:
+def make_module(
+    path: Path, batch_size: int, workers: int, ring: bool = True, image_format: str = "rgb"
+) -> MineDataModule:
     return MineDataModule(
         data_params=dict(
             mode="raw",
@@ -103,6 +110,7 @@ def make_module(path: Path, batch_size: int, workers: int, ring: bool = True) ->
             frame_height=SIZE,
             win_len=WIN_LEN,
             enable_segment=True,
+            image_format=image_format,
         ),
         batch_size=batch_size,
         num_workers=workers,
@@ -133,26 +141,33 @@ def drain(iterator: Iterator[dict]) -> int:
     return frames
 
 
-def loader_rate(path: Path, batch_size: int, workers: int) -> tuple[float, float]:
-    """(frames/s of the second epoch after its first batch, frames/s of the first epoch in full).
+def loader_rate(
+    path: Path, batch_size: int, workers: int, image_format: str = "rgb", reuse_decoder: bool = True
+) -> tuple[float, float, float]:
+    """(frames/s of the second epoch after its first batch, frames/s of the first epoch in full,
+    frames per CPU second of this process in the second epoch: the loader's cost with workers=0).
 
     The second epoch is the steady state a training run lives in: batch buffers and worker slots
     are allocated and faulted in during the first (a one-off of about 2 batches; Lightning keeps
     the train DataLoader, its buffers and its persistent workers across epochs). Each batch is
-    dropped once counted, before the next is fetched (``drain``).
+    dropped once counted, before the next is fetched (``drain``). ``reuse_decoder=False``: the
+    loader's stores open every chunk with ``av.open``, as before the reused decoder.
     """
-    loader = make_module(path, batch_size, workers).train_dataloader()
+    module = make_module(path, batch_size, workers, image_format=image_format)
+    module.setup()
+    module.train_dataset.store.reuse_decoder = reuse_decoder
+    loader = module.train_dataloader()
     rates = []
     for epoch in range(2):
         loader.batch_sampler.set_epoch(epoch)
         start = time.perf_counter()
         iterator = iter(loader)
         first = real_frames(next(iterator))
-        warm = time.perf_counter()
+        warm, warm_cpu = time.perf_counter(), time.process_time()
         steady = drain(iterator)
-        end = time.perf_counter()
-        rates.append((steady / (end - warm), (steady + first) / (end - start)))
-    return rates[1][0], rates[0][1]
+        end, cpu = time.perf_counter(), time.process_time() - warm_cpu
+        rates.append((steady / (end - warm), (steady + first) / (end - start), steady / cpu))
+    return rates[1][0], rates[0][1], rates[1][2]
 
 
 def report(path: Path, rounds: int) -> None:
@@ -173,7 +188,7 @@ def report(path: Path, rounds: int) -> None:
             processes = max(1, workers)
             before = decode_bound(path, train, processes)
             floor = batch_floor(path, train, batch_size) if not workers else None
-            steady, first_epoch = loader_rate(path, batch_size, workers)
+            steady, first_epoch, _ = loader_rate(path, batch_size, workers)
             bound = (before + decode_bound(path, train, processes)) / 2
             if floor is not None:
                 floors[batch_size].append(floor / bound)
@@ -291,14 +306,72 @@ def shared_memory_report(path: Path, rounds: int) -> None:
             )
 
 
+def formats_report(path: Path, rounds: int, batch_size: int = 8) -> None:
+    """Loader frames/s with each ``image_format`` at workers 0 and 2, against the 1-process PyAV bound.
+
+    Wall-clock rates against the bound measured right before and after each loader run, and, for
+    workers=0, frames per CPU second against the bound's (both one process: on a machine shared
+    with other jobs, CPU time is what they do not change).
+    """
+    module = make_module(path, 1, 0)
+    module.setup()
+    train = module.train_dataset.episodes
+    before = "rgb, av.open"  # the loader as it decoded before the reused decoder
+    configs = [(before, 0)] + [(fmt, workers) for workers in (0, 2) for fmt in ("rgb", "yuv420")]
+    rates: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
+    ratios: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
+    cpu_ratios: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
+    bounds: list[float] = []
+    cpu_bounds: list[float] = []
+    for _ in range(rounds):
+        for config in configs:
+            wall_before = decode_bound(path, train)
+            cpu_before = decode_bound(path, train, cpu=True)
+            image_format = "rgb" if config[0] == before else config[0]
+            steady, _, per_cpu = loader_rate(path, batch_size, config[1], image_format, config[0] != before)
+            bound = (wall_before + decode_bound(path, train)) / 2
+            cpu_bound = (cpu_before + decode_bound(path, train, cpu=True)) / 2
+            bounds.append(bound)
+            cpu_bounds.append(cpu_bound)
+            rates[config].append(steady)
+            ratios[config].append(steady / bound)
+            cpu_ratios[config].append(per_cpu / cpu_bound)
+    median = statistics.median
+    print(
+        f"PyAV bound (av.open per chunk, RGB, 1 process): median {median(bounds):,.0f} frames/s "
+        f"(range {min(bounds):,.0f}-{max(bounds):,.0f}), {median(cpu_bounds):,.0f} frames per CPU second "
+        f"(range {min(cpu_bounds):,.0f}-{max(cpu_bounds):,.0f}); loader batch {batch_size}, "
+        f"medians of {rounds} rounds (workers=2 too against the 1-process bound):"
+    )
+    print(
+        f"{'image_format':>12} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'range':>11} {'vs before':>9}"
+        f" {'per CPU s vs bound':>19} {'range':>11}"
+    )
+    for image_format, workers in configs:
+        config = (image_format, workers)
+        ratio, cpu_ratio = ratios[config], cpu_ratios[config]
+        versus = [a / b for a, b in zip(rates[config], rates[(before, 0)], strict=True)]
+        per_cpu = (
+            f"{median(cpu_ratio):>18.2f}x {f'{min(cpu_ratio):.2f}-{max(cpu_ratio):.2f}':>11}"
+            if not workers
+            else ""
+        )
+        print(
+            f"{image_format:>12} {workers:>7} {median(rates[config]):>9,.0f} "
+            f"{median(ratio):>7.2f}x {f'{min(ratio):.2f}-{max(ratio):.2f}':>11} "
+            f"{median(versus):>8.2f}x {per_cpu}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/minetrain-bench-loader"))
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--frames", type=int, default=5 * WIN_LEN, help="frames per episode")
     parser.add_argument(
-        "--noise", type=float, nargs="+", default=[0.0, 8.0], help="pixel noise std per dataset"
+        "--noise", type=float, nargs="*", default=[0.0, 8.0], help="pixel noise std per dataset"
     )
+    parser.add_argument("--formats", action="store_true", help="compare image_format rgb and yuv420")
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved repetitions (the machine may be shared)"
     )
@@ -310,6 +383,10 @@ def main() -> None:
         print(f"\n== synthetic {SIZE}x{SIZE}, pixel noise {noise:g} ==")
         path = ensure_dataset(args.data_dir / f"noise-{noise:g}", args.episodes, args.frames, noise=noise)
         (shared_memory_report if args.shared_memory else report)(path, args.rounds)
+    if args.formats:
+        print(f"\n== gameplay-like {SIZE}x{SIZE}: image_format rgb and yuv420 ==")
+        path = ensure_dataset(args.data_dir / "gameplay", args.episodes, args.frames, gameplay=True)
+        formats_report(path, args.rounds)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,63 @@ BATCH, SIZE, WIN_LEN = 2, 224, 32
 REFERENCE_PYTHON = Path("/tmp/reference-venv/bin/python")
 
 
-def ensure_dataset(path: Path, episodes: int, frames: int, size: int = SIZE, noise: float = 0.0) -> Path:
+def gameplay_frames(n: int, size: int = SIZE, seed: int = 0) -> Any:
+    """``n`` (size, size, 3) uint8 frames of a procedural Minecraft-like scene, as a camera sees it.
+
+    A block world (sky, a grass line, dirt and stone layers with scattered other blocks, each block
+    a 16x16 pixel-art texture of a small palette) seen through a camera that pans with momentum,
+    turns quickly now and then, looks up and down and moves closer or further (so frames are
+    resampled, not just shifted), with vertical shading and sensor noise of std 4. Unlike flat
+    synthetic frames it decodes at the speed of the project's gameplay-calibrated noisy frames
+    (see ``bench_store.py``); it is texture and motion, not noise, that the codec has to carry.
+    """
+    import numpy as np
+
+    from minetrain.data.store.codecs import LinearResize
+
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for _ in range(24):
+        palette = np.clip(rng.integers(40, 220, 3) + rng.normal(0, 28, (5, 3)), 0, 255)
+        tiles.append(palette[rng.integers(0, 5, (16, 16))])
+    tiles = np.stack(tiles).astype(np.float32)
+    tiles[0] = np.linspace(235, 150, 16)[:, None, None] * np.array([0.55, 0.75, 1.0])  # sky
+    blocks_h, blocks_w = 24, 96
+    ground = 8 + np.cumsum(rng.integers(-1, 2, blocks_w)).clip(-3, 5)
+    rows = np.arange(blocks_h)[:, None]
+    ids = np.select([rows < ground, rows == ground, rows < ground + 4], [0, 1, 2], 3)
+    scattered = (rng.random(ids.shape) < 0.15) & (ids > 0)
+    ids[scattered] = rng.integers(4, len(tiles), int(scattered.sum()))
+    world = tiles[ids].transpose(0, 2, 1, 3, 4).reshape(blocks_h * 16, blocks_w * 16, 3)
+    world = world.repeat(2, 0).repeat(2, 1)  # 2 world pixels per texel
+    height, width = world.shape[:2]
+    world = np.concatenate([world, world[:, : 2 * size]], axis=1).astype(np.uint8)  # wraps around
+    x, y, vx, vy, zoom = 0.0, height / 2 - size, 0.0, 0.0, 1.0
+    shade = np.linspace(1.1, 0.8, size, dtype=np.float32)[:, None, None]
+    out = np.empty((n, size, size, 3), np.uint8)
+    for t in range(n):
+        if rng.random() < 0.04:
+            vx += rng.normal(0, 25)
+        vx = 0.9 * vx + rng.normal(0, 2.0)
+        vy = 0.9 * vy + rng.normal(0, 1.0)
+        zoom = float(np.clip(zoom * np.exp(rng.normal(0, 0.01)), 0.75, 1.3))
+        x, y = (x + vx) % width, float(np.clip(y + vy, 0, height - 2 * size))
+        span = int(size * 1.5 / zoom)
+        crop = np.ascontiguousarray(world[int(y) : int(y) + span, int(x) : int(x) + span])
+        frame = LinearResize((span, span), (size, size))(crop) * shade
+        out[t] = np.clip(frame + rng.normal(0, 4.0, frame.shape), 0, 255)
+    return out
+
+
+def ensure_dataset(
+    path: Path, episodes: int, frames: int, size: int = SIZE, noise: float = 0.0, gameplay: bool = False
+) -> Path:
     """The synthetic dataset at ``path`` (written once, reused), Gaussian pixel noise ``noise`` added.
 
     Plain synthetic frames are flat colours that decode several times faster than gameplay, which
     inflates every per-frame cost next to decoding; noise of about 8 brings decoding to the speed
-    reported for real 224x224 chunks (~2,000 frames/s).
+    reported for real 224x224 chunks (~2,000 frames/s). ``gameplay``: frames of ``gameplay_frames``
+    instead (actions and segmentation stay the synthetic episode's).
     """
     import numpy as np
 
@@ -42,12 +93,15 @@ def ensure_dataset(path: Path, episodes: int, frames: int, size: int = SIZE, noi
 
     done = path / "bench-complete"
     if not done.exists():
-        print(f"writing {episodes} x {frames} synthetic frames at {size}x{size}, noise {noise:g}, to {path}")
+        kind = "gameplay-like" if gameplay else f"synthetic (noise {noise:g})"
+        print(f"writing {episodes} x {frames} {kind} frames at {size}x{size} to {path}")
         rng = np.random.default_rng(0)
         with DatasetWriter(path) as writer:
             for index in range(episodes):
                 episode = synth_episode(index, frames, size=size, seed=0)
-                if noise:
+                if gameplay:
+                    episode.image = gameplay_frames(len(episode.image), size, seed=index)
+                elif noise:
                     grain = rng.normal(0.0, noise, episode.image.shape).astype(np.float32)
                     episode.image = np.clip(episode.image + grain, 0, 255).astype(np.uint8)
                 writer.write(episode)

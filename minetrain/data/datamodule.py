@@ -64,6 +64,7 @@ DATA_PARAMS = (
     "resize_interpolation",
     "enable_contractor_info",
     "enable_video_aug",
+    "image_format",
 )
 
 

@@ -52,6 +52,7 @@ from minetrain.data.augment import VideoAugmentation
 from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng, no_condition
 from minetrain.data.store import TrajectoryStore
+from minetrain.data.store.codecs import check_image_format
 from minetrain.errors import ConfigError, DataError, UnsafeDataError
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class RawDataset(Dataset):
         resize_interpolation: str = "linear",
         enable_contractor_info: bool = False,
         enable_video_aug: bool = False,
+        image_format: str = "rgb",
     ) -> None:
         super().__init__()
         if win_len < 1 or skip_frame < 1:
@@ -176,12 +178,16 @@ class RawDataset(Dataset):
         modalities = ("image", "action", "segmentation") if enable_segment else ("image", "action")
         if enable_contractor_info:
             modalities += ("meta_info",)
+        self.image_format = check_image_format(image_format)
         self.store = TrajectoryStore(
             dataset_dirs,
             modalities=modalities,
             decode_threads=decode_threads,
             resize_interpolation=resize_interpolation,
+            image_format=image_format,
         )
+        # yuv420: frames are batched as stored, (height, width), and resized on the policy's device.
+        self.stored_size = self._check_yuv420(resize_interpolation) if image_format == "yuv420" else None
         self.dataset_dirs = self.store.dataset_dirs
         names = split_episodes(
             list(self.store.episodes),
@@ -201,6 +207,28 @@ class RawDataset(Dataset):
         self._buffers = BufferPool()
         # Set by the DataLoader of datamodule.py before its workers start.
         self.batch_ring: BatchRing | None = None
+
+    def _check_yuv420(self, interpolation: str) -> tuple[int, int]:
+        """The stored (height, width) of the frames, once ``image_format='yuv420'`` is known to fit."""
+        width, height = self.size
+        if width % 2 or height % 2:
+            raise ConfigError(
+                f"image_format='yuv420' needs an even frame_width and frame_height, got {width}x{height}"
+            )
+        if self.enable_video_aug:
+            raise ConfigError("enable_video_aug augments RGB frames; use image_format='rgb' with it")
+        stored = self.store.image_resolution()
+        if stored is None or stored[0] % 2 or stored[1] % 2:
+            raise DataError(
+                f"{self.store.dataset_dirs[0]}: frames are stored at {stored}, not an even size as "
+                "yuv420p; use image_format='rgb'"
+            )
+        if stored != (height, width) and interpolation != "linear":
+            raise ConfigError(
+                f"image_format='yuv420' resizes the stored {stored[1]}x{stored[0]} frames on the device "
+                f"with resize_interpolation='linear' only, got {interpolation!r}"
+            )
+        return stored
 
     @property
     def epoch(self) -> int:
@@ -260,7 +288,7 @@ class RawDataset(Dataset):
             masks = None if obj_mask is None else obj_mask[row]
             fields = None if row in failed else self._attempt(span, self._read_fields, span, epoch, masks)
             if fields is None:
-                image[row] = 0
+                self._blank(image[row])
                 if masks is not None:
                     masks[:] = 0
                 fields = self._padding(span.episode)
@@ -280,6 +308,8 @@ class RawDataset(Dataset):
         if meta_info is not None:
             batch["meta_info"] = _stack_meta_info(meta_info, self.win_len)
         batch["image"] = buffers["image"]
+        if self.stored_size is not None:
+            batch["frame_size"] = torch.tensor([self.size[::-1]] * count)
         batch["agent_action"] = _agent_action(batch["env_action"])
         if self.enable_prev_action:
             batch["agent_prev_action"] = _agent_action(batch["env_prev_action"])
@@ -290,7 +320,11 @@ class RawDataset(Dataset):
     def batch_shapes(self, count: int) -> dict[str, tuple[int, ...]]:
         """Shapes of the uint8 tensors of a batch of ``count`` windows: frames and condition masks."""
         width, height = self.size
-        shapes = {"image": (count, self.win_len, height, width, 3)}
+        if self.stored_size is None:
+            shapes = {"image": (count, self.win_len, height, width, 3)}
+        else:
+            stored_h, stored_w = self.stored_size
+            shapes = {"image": (count, self.win_len, stored_h * 3 // 2, stored_w)}
         if self.enable_segment:
             shapes["obj_mask"] = (count, self.win_len, height, width)
         return shapes
@@ -334,12 +368,22 @@ class RawDataset(Dataset):
     def _read_frames(self, span: WindowSpan, image: np.ndarray) -> int:
         """Decode the window's frames into the first rows of ``image``, zero the rest; their count."""
         k, real = self.skip_frame, span.frames(self.skip_frame)
+        size = self.size if self.stored_size is None else None
         if k == 1:
-            self.store.read(span.episode, "image", span.start, span.stop, size=self.size, out=image[:real])
+            self.store.read(span.episode, "image", span.start, span.stop, size=size, out=image[:real])
         else:
-            image[:real] = self.store.read(span.episode, "image", span.start, span.stop, size=self.size)[::k]
-        image[real:] = 0
+            image[:real] = self.store.read(span.episode, "image", span.start, span.stop, size=size)[::k]
+        self._blank(image[real:])
         return real
+
+    def _blank(self, frames: np.ndarray) -> None:
+        """Black padding frames: zeros in RGB; Y 16 and chroma 128 as I420 planes, black once converted."""
+        if self.stored_size is None:
+            frames[...] = 0
+            return
+        luma = self.stored_size[0]
+        frames[..., :luma, :] = 16
+        frames[..., luma:, :] = 128
 
     def _read_fields(self, span: WindowSpan, epoch: int, obj_mask: np.ndarray | None) -> dict[str, Any]:
         """Everything of the window but its frames; the condition masks go into ``obj_mask``."""

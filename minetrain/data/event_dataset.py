@@ -85,6 +85,7 @@ class EventDataset(RawDataset):
         resize_interpolation: str = "linear",
         enable_contractor_info: bool = False,
         enable_video_aug: bool = False,
+        image_format: str = "rgb",
     ) -> None:
         if min_nearby is not None and (not isinstance(min_nearby, int) or min_nearby < 0):
             raise ConfigError(f"min_nearby must be a frame count >= 0 or None, got {min_nearby!r}")
@@ -110,6 +111,7 @@ class EventDataset(RawDataset):
             resize_interpolation=resize_interpolation,
             enable_contractor_info=enable_contractor_info,
             enable_video_aug=enable_video_aug,
+            image_format=image_format,
         )
         self.event_regex = event_regex
         self.bias = int(bias)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from minetrain.errors import ConfigError
+from minetrain.models.frames import i420_to_rgb
 
 # The interaction embedding has 10 slots for obj_id + 1, so obj_id lies in [-1, 8].
 MIN_OBJ_ID, MAX_OBJ_ID = -1, 8
@@ -44,15 +45,55 @@ def check_interaction_ids(obj_id: torch.Tensor) -> None:
         )
 
 
-def _image(batch: Mapping) -> torch.Tensor:
+def _image(batch: Mapping) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """``batch['image']``, and for I420 planes the (height, width) its RGB frames are to have."""
     if "image" not in batch:
         raise ConfigError(f"batch has no 'image' (keys: {sorted(batch)}); expected (B,T,H,W,3) uint8 frames")
     image = _tensor(batch["image"], "image")
+    if image.ndim == 4 and image.dtype == torch.uint8:
+        return image, _frame_size(batch, image)
     if image.ndim != 5 or image.shape[-1] != 3 or image.dtype != torch.uint8:
         raise ConfigError(
-            f"batch['image'] is {tuple(image.shape)} {image.dtype}; expected (B,T,H,W,3) uint8 RGB frames"
+            f"batch['image'] is {tuple(image.shape)} {image.dtype}; expected (B,T,H,W,3) uint8 RGB frames "
+            "or (B,T,3H/2,W) uint8 I420 planes"
         )
-    return image
+    return image, None
+
+
+def frame_size_of(size: object) -> tuple[int, int]:
+    """``batch['frame_size']`` ((height, width) per window, all equal) as one (height, width).
+
+    Reading a tensor waits for the device that holds it, so ``MineLightning`` turns it into this
+    tuple on the host copy of each batch, before the batch moves to the device."""
+    if isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return size
+    size = _tensor(size, "frame_size")
+    sizes = size.reshape(-1, 2) if size.shape[-1:] == (2,) and not size.is_floating_point() else None
+    if sizes is None or len(sizes) == 0 or bool((sizes != sizes[0]).any()) or int(sizes.min()) < 1:
+        raise ConfigError(
+            f"batch['frame_size'] is {tuple(size.shape)} {size.dtype}; expected (height, width) "
+            "positive integers per window, the same for every window"
+        )
+    height, width = (int(v) for v in sizes[0])
+    return height, width
+
+
+def _frame_size(batch: Mapping, planes: torch.Tensor) -> tuple[int, int]:
+    """(height, width) the I420 frames are to have: ``batch['frame_size']`` if given, else their own."""
+    rows, width = planes.shape[-2:]
+    if rows % 3 or width % 2:
+        raise ConfigError(
+            f"batch['image'] is {tuple(planes.shape)}; expected (B,T,H,W,3) uint8 RGB frames "
+            "or (B,T,3H/2,W) uint8 I420 planes (H and W even)"
+        )
+    size = batch.get("frame_size")
+    return (rows * 2 // 3, width) if size is None else frame_size_of(size)
+
+
+def _rgb(image: torch.Tensor, frame_size: tuple[int, int] | None, device: torch.device) -> torch.Tensor:
+    """``image`` on ``device`` as (B,T,H,W,3) RGB: I420 planes are converted (and resized) there."""
+    image = image.to(device, non_blocking=True)
+    return image if frame_size is None else i420_to_rgb(image, frame_size)
 
 
 def _first(batch: Mapping, b: int, t: int) -> torch.Tensor:
@@ -67,21 +108,27 @@ def _first(batch: Mapping, b: int, t: int) -> torch.Tensor:
 
 def parse_frames(batch: Mapping, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate the frames and episode flags of a batch (policies without conditioning) and move them
-    to ``device``: image (B,T,H,W,3) uint8 and first (B,T) bool, all False when absent."""
-    image = _image(batch)
+    to ``device``: image (B,T,H,W,3) uint8 RGB (made from I420 planes there when given those) and
+    first (B,T) bool, all False when absent."""
+    image, frame_size = _image(batch)
     first = _first(batch, *image.shape[:2])
-    return image.to(device, non_blocking=True), first.to(device, torch.bool, non_blocking=True)
+    return _rgb(image, frame_size, device), first.to(device, torch.bool, non_blocking=True)
 
 
 def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
     """Validate a training/inference batch and move it to ``device``.
 
+    ``image`` is (B,T,H,W,3) uint8 RGB, or (B,T,3H/2,W) uint8 I420 planes (``image_format="yuv420"``)
+    that are made RGB on ``device`` and resized to ``batch['frame_size']`` (height, width per
+    window) if given (``frames.i420_to_rgb``), so every policy gets RGB frames either way.
+
     ``segment`` (or the reference's ``segmentation``) may be absent: the policy then runs
     unconditioned (obj_id -1, empty mask). ``first`` defaults to all False. Nothing here waits
     for the device: the values of ``obj_id`` are checked only when it is on the host.
     """
-    image = _image(batch)
-    b, t, h, w = image.shape[:4]
+    image, frame_size = _image(batch)
+    b, t = image.shape[:2]
+    h, w = frame_size if frame_size is not None else image.shape[2:4]
     segment = batch.get("segment", batch.get("segmentation"))
     if segment is None:
         mask = torch.zeros(b, t, h, w, dtype=torch.uint8, device=device)
@@ -102,7 +149,7 @@ def parse_batch(batch: Mapping, device: torch.device) -> PolicyInput:
         check_interaction_ids(obj_id)
     first = _first(batch, b, t)
     return PolicyInput(
-        image=image.to(device, non_blocking=True),
+        image=_rgb(image, frame_size, device),
         mask=mask.to(device, non_blocking=True),
         obj_id=obj_id.to(device, torch.long, non_blocking=True),
         first=first.to(device, torch.bool, non_blocking=True),

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
 from minetrain.errors import CheckpointError, ConfigError, TrainingError
-from minetrain.models.inputs import check_interaction_ids
+from minetrain.models.inputs import check_interaction_ids, frame_size_of
 from minetrain.offline.checkpoint_io import install_checkpoint_io
 from minetrain.offline.memory import SlotMemory
 from minetrain.offline.mine_callbacks import ObjectiveCallback
@@ -289,11 +289,15 @@ class MineLightning(L.LightningModule):
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Check the interaction types and note the episodes of windows the loader skipped for bad data
-        (all padding), on the host copy of the batch, where reading values does not wait for the device."""
+        """Check the interaction types, read the frame size of I420 batches, and note the episodes of
+        windows the loader skipped for bad data (all padding), on the host copy of the batch, where
+        reading values does not wait for the device."""
         segment = batch.get("segment", batch.get("segmentation")) if isinstance(batch, Mapping) else None
         if isinstance(segment, Mapping) and isinstance(segment.get("obj_id"), torch.Tensor):
             check_interaction_ids(segment["obj_id"])
+        if isinstance(batch, Mapping) and isinstance(batch.get("frame_size"), torch.Tensor):
+            # I420 batches: the frame size as a host tuple, which the device copy keeps as is.
+            batch["frame_size"] = frame_size_of(batch["frame_size"])
         trainer = self.trainer
         if (trainer.training or trainer.validating) and isinstance(batch, Mapping) and "episode" in batch:
             empty = np.flatnonzero(~batch["mask"].cpu().numpy().any(axis=1))

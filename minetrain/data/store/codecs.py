@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import pickle
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from minetrain.data.store.decoder import mp4_packets, process_decoder
 from minetrain.data.store.layout import PICKLE_PROTOCOL
 from minetrain.errors import ConfigError, DataError
 
@@ -69,10 +71,10 @@ def _scaler_takes_threads() -> bool:
 
 INTERPOLATIONS = ("linear", "antialias")
 # OpenCV's INTER_LINEAR on uint8 works in fixed point: weights are integers scaled by 2 ** 11.
-_COEF_BITS = 11
+COEF_BITS = 11
 
 
-def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and fixed-point weights of each output pixel along one axis, as OpenCV computes them.
 
     Pixel centres are aligned (source coordinate ``(x + 0.5) * src / dst - 0.5``, in float32 as
@@ -86,7 +88,7 @@ def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     frac[outside] = 0
     first = np.clip(first, 0, src - 1)
     second = np.minimum(first + 1, src - 1)
-    scale = np.float32(1 << _COEF_BITS)
+    scale = np.float32(1 << COEF_BITS)
     weight_second = np.rint(frac * scale).astype(np.int32)
     weight_first = np.rint((np.float32(1) - frac) * scale).astype(np.int32)
     return first, second, weight_first, weight_second
@@ -105,15 +107,15 @@ class LinearResize:
 
     def __init__(self, src: tuple[int, int], dst: tuple[int, int], channels: int = 3) -> None:
         (src_w, src_h), (width, height) = src, dst
-        x0, x1, a0, a1 = _linear_taps(src_w, width)
-        self.y0, self.y1, b0, b1 = _linear_taps(src_h, height)
+        x0, x1, a0, a1 = linear_taps(src_w, width)
+        self.y0, self.y1, b0, b1 = linear_taps(src_h, height)
         lanes = np.arange(channels)
         # Columns index the flattened (W * C) row, so every gather runs along the contiguous axis.
         self.x0, self.x1 = (x0[:, None] * channels + lanes).ravel(), (x1[:, None] * channels + lanes).ravel()
         self.a0, self.a1 = np.repeat(a0, channels), np.repeat(a1, channels)
         self.b0, self.b1 = b0[:, None], b1[:, None]
         # Weights that sum to at most 2048 cannot leave [0, 255]; OpenCV saturates otherwise.
-        one = 1 << _COEF_BITS
+        one = 1 << COEF_BITS
         self.saturate = bool((a0 + a1 > one).any() or (b0 + b1 > one).any())
         self.src_shape = (src_h, src_w * channels)
         self.gathered = np.empty((2, src_h, width * channels), dtype=np.uint8)
@@ -154,22 +156,32 @@ def check_interpolation(interpolation: str) -> str:
     return interpolation
 
 
-def iter_video_frames(
-    data: bytes, size: tuple[int, int] | None = None, threads: int = 1, interpolation: str = "linear"
-) -> Iterator[np.ndarray]:
-    """Yield the frames of an MP4 as (H, W, 3) uint8 RGB arrays, resized to ``size`` = (width, height).
+IMAGE_FORMATS = ("rgb", "yuv420")
 
-    ``interpolation``: ``"linear"`` gives the reference's pixels (OpenCV INTER_LINEAR, see
-    ``LinearResize``); ``"antialias"`` lets FFmpeg's swscale resize while it converts colours
-    (its bilinear filter widens when shrinking, so every source pixel counts: smoother frames,
-    and cheaper). One reformatter serves every frame, so colour conversion reuses one swscale
-    context. Each array may be a view of PyAV's frame buffer: copy it if it must outlive the loop.
-    Raises ``av.FFmpegError`` on corrupt data; callers add the context.
+
+def check_image_format(image_format: str) -> str:
+    """``image_format`` if it names one of ``IMAGE_FORMATS``, else a one-line ``ConfigError``."""
+    if image_format not in IMAGE_FORMATS:
+        raise ConfigError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+    return image_format
+
+
+def decoded_frames(data: bytes, threads: int = 1, reuse_decoder: bool = True) -> Iterator[av.VideoFrame]:
+    """The frames of an MP4 as PyAV frames, as stored (yuv420p, or yuv444p for odd sizes).
+
+    ``reuse_decoder``: feed the chunk's packets to this process's decoder (``decoder.py``, the
+    same frames without opening a container); chunks it does not understand are opened with
+    ``av.open`` as with ``reuse_decoder=False``. Raises ``av.FFmpegError`` on corrupt data.
     """
-    check_interpolation(interpolation)
-    width, height = size if size is not None and interpolation == "antialias" else (None, None)
-    reformatter = VideoReformatter()
-    scaling = {"threads": threads} if _scaler_takes_threads() else {}
+    demuxed = None
+    if reuse_decoder:
+        try:
+            demuxed = mp4_packets(data)
+        except (struct.error, IndexError):
+            demuxed = None  # damaged tables: av.open reports the damage as it always did
+    if demuxed is not None:
+        yield from process_decoder().decode(*demuxed, threads)
+        return
     with av.open(io.BytesIO(data), mode="r") as container:
         if not container.streams.video:
             return  # e.g. a truncated chunk: callers report it as holding too few frames
@@ -177,15 +189,53 @@ def iter_video_frames(
         stream.codec_context.thread_count = threads
         if threads != 1:
             stream.thread_type = "AUTO"
-        resize: LinearResize | None = None
-        for frame in container.decode(stream):
-            rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", **scaling)
-            array = rgb.to_ndarray()
-            if size is not None and width is None and (frame.width, frame.height) != tuple(size):
-                if resize is None:
-                    resize = LinearResize((frame.width, frame.height), size)
-                array = resize(array)
-            yield array
+        yield from container.decode(stream)
+
+
+def iter_video_frames(
+    data: bytes,
+    size: tuple[int, int] | None = None,
+    threads: int = 1,
+    interpolation: str = "linear",
+    reuse_decoder: bool = True,
+) -> Iterator[np.ndarray]:
+    """Yield the frames of an MP4 as (H, W, 3) uint8 RGB arrays, resized to ``size`` = (width, height).
+
+    ``interpolation``: ``"linear"`` gives the reference's pixels (OpenCV INTER_LINEAR, see
+    ``LinearResize``); ``"antialias"`` lets FFmpeg's swscale resize while it converts colours
+    (its bilinear filter widens when shrinking, so every source pixel counts: smoother frames,
+    and cheaper). One reformatter serves every frame, so colour conversion reuses one swscale
+    context. ``reuse_decoder``: see ``decoded_frames``. Each array may be a view of PyAV's frame
+    buffer: copy it if it must outlive the loop. Raises ``av.FFmpegError`` on corrupt data;
+    callers add the context.
+    """
+    check_interpolation(interpolation)
+    width, height = size if size is not None and interpolation == "antialias" else (None, None)
+    reformatter = VideoReformatter()
+    scaling = {"threads": threads} if _scaler_takes_threads() else {}
+    resize: LinearResize | None = None
+    for frame in decoded_frames(data, threads, reuse_decoder):
+        rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24", **scaling)
+        array = rgb.to_ndarray()
+        if size is not None and width is None and (frame.width, frame.height) != tuple(size):
+            if resize is None:
+                resize = LinearResize((frame.width, frame.height), size)
+            array = resize(array)
+        yield array
+
+
+def copy_i420(frame: av.VideoFrame, out: np.ndarray) -> None:
+    """Write a yuv420p frame's planes into ``out`` (3H/2, W): Y rows, then U, then V, each packed.
+
+    The chroma planes (H/2, W/2) are stored row after row, two per row of ``out`` (the I420 layout).
+    """
+    height, width = frame.height, frame.width
+    flat = out.reshape(-1)
+    start, shapes = 0, ((height, width), (height // 2, width // 2), (height // 2, width // 2))
+    for plane, (rows, cols) in zip(frame.planes, shapes, strict=True):
+        source = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:rows, :cols]
+        flat[start : start + rows * cols].reshape(rows, cols)[:] = source
+        start += rows * cols
 
 
 def decode_video(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,13 @@ import av
 import numpy as np
 
 from minetrain.data.store import layout
-from minetrain.data.store.codecs import check_interpolation, iter_video_frames
+from minetrain.data.store.codecs import (
+    check_image_format,
+    check_interpolation,
+    copy_i420,
+    decoded_frames,
+    iter_video_frames,
+)
 from minetrain.data.store.handles import read_part_info, reader_env
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import ConfigError, DataError
@@ -26,6 +32,9 @@ from minetrain.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODALITIES = ("image", "action", "segmentation")
+# Colour tags (FFmpeg's AVColorSpace, AVColorRange) swscale converts as BT.601 limited range, the
+# conversion of ``models.frames``: unspecified, bt470bg, smpte170m; unspecified, MPEG.
+BT601_COLORSPACES, LIMITED_RANGES = (2, 5, 6), (0, 1)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,10 @@ class TrajectoryStore:
     """Episodes of one or more dataset dirs, readable per modality and frame range.
 
     ``resize_interpolation`` is how images read at another ``size`` are resized (``codecs.INTERPOLATIONS``).
+    ``image_format``: ``"rgb"`` reads frames as (H, W, 3) RGB; ``"yuv420"`` as their stored I420
+    planes (3H/2, W) (``codecs.copy_i420``), at the stored size, for a policy to convert on its
+    device. ``reuse_decoder``: decode with this process's reused decoder (``decoder.py``, the same
+    frames); False opens every chunk with ``av.open``.
     """
 
     def __init__(
@@ -81,8 +94,12 @@ class TrajectoryStore:
         modalities: Sequence[str] = DEFAULT_MODALITIES,
         decode_threads: int = 1,
         resize_interpolation: str = "linear",
+        image_format: str = "rgb",
+        reuse_decoder: bool = True,
     ) -> None:
         self.dataset_dirs = _as_dirs(dataset_dirs)
+        self.image_format = check_image_format(image_format)
+        self.reuse_decoder = reuse_decoder
         self.modalities = tuple(modalities)
         self.decode_threads = decode_threads
         self.resize_interpolation = check_interpolation(resize_interpolation)
@@ -232,7 +249,19 @@ class TrajectoryStore:
         if "image" not in self._index or not self._index["image"]:
             return None
         episode = min(self._index["image"])
-        return tuple(self.read(episode, "image", 0, 1).shape[1:3])
+        data = self.raw_chunk(episode, "image", 0)
+        try:
+            frame = next(decoded_frames(data, reuse_decoder=self.reuse_decoder), None)
+        except av.FFmpegError as exc:
+            where = self.locate(episode, "image").describe(episode, 0)
+            raise DataError(
+                f"{where}: MP4 chunk does not decode ({exc}); "
+                "run `minetrain data verify` and re-convert this episode"
+            ) from None
+        if frame is None:
+            where = self.locate(episode, "image").describe(episode, 0)
+            raise DataError(f"{where}: MP4 chunk holds no frames; re-convert this episode")
+        return frame.height, frame.width
 
     def read(
         self,
@@ -246,8 +275,9 @@ class TrajectoryStore:
     ) -> Any:
         """Frames [start, stop) of one modality, reading only the chunks that hold them.
 
-        image -> (n, H, W, 3) uint8 (resized to ``size`` = (width, height) if given), decoded into
-        ``out`` if given (a batch buffer: saves copying every frame once more);
+        image -> (n, H, W, 3) uint8 (resized to ``size`` = (width, height) if given), or with
+        ``image_format="yuv420"`` (n, 3H/2, W) I420 planes at the stored size (``size`` must be
+        None), decoded into ``out`` if given (a batch buffer: saves copying every frame once more);
         action -> dict of arrays; segmentation and meta_info -> list with one dict per frame.
         """
         location = self.locate(episode, modality)
@@ -318,13 +348,13 @@ class TrajectoryStore:
             expected = min(size_c, location.num_frames - chunk_start)
             lo, hi = max(start - chunk_start, 0), min(stop - chunk_start, expected)
             decoded = 0
-            frames = iter_video_frames(data, size, self.decode_threads, self.resize_interpolation)
             try:
-                for index, frame in enumerate(frames):
+                for index, frame in enumerate(self._frames(data, size)):
                     if index >= lo:
                         if out is None:
-                            out = np.empty((stop - start, *frame.shape), dtype=np.uint8)
-                        out[chunk_start + index - start] = frame
+                            out = np.empty((stop - start, *self._frame_shape(frame)), dtype=np.uint8)
+                        row = out[chunk_start + index - start]
+                        self._store_frame(frame, row, location, episode, chunk_start)
                     decoded = index + 1
                     if decoded >= hi:
                         break
@@ -340,6 +370,43 @@ class TrajectoryStore:
                 )
         assert out is not None
         return out
+
+    def _frames(self, data: bytes, size: tuple[int, int] | None) -> Iterator[Any]:
+        """RGB arrays, or PyAV frames (for ``copy_i420``) with ``image_format="yuv420"``."""
+        if self.image_format == "rgb":
+            return iter_video_frames(
+                data, size, self.decode_threads, self.resize_interpolation, self.reuse_decoder
+            )
+        if size is not None:
+            raise ConfigError("image_format='yuv420' reads frames at their stored size; pass size=None")
+        return decoded_frames(data, self.decode_threads, self.reuse_decoder)
+
+    def _frame_shape(self, frame: Any) -> tuple[int, ...]:
+        if self.image_format == "rgb":
+            return frame.shape
+        return (frame.height * 3 // 2, frame.width)
+
+    def _store_frame(
+        self, frame: Any, row: np.ndarray, location: EpisodeLocation, episode: str, chunk_start: int
+    ) -> None:
+        if self.image_format == "rgb":
+            row[...] = frame
+            return
+        if frame.format.name != "yuv420p" or row.shape != self._frame_shape(frame):
+            stored = f"{frame.format.name} {frame.width}x{frame.height}"
+            wanted = f"yuv420p {row.shape[1]}x{row.shape[0] * 2 // 3}"
+            raise DataError(
+                f"{location.describe(episode, chunk_start)}: frames are {stored}, image_format='yuv420' "
+                f"batches need {wanted} like the first episode; use image_format='rgb' or re-convert"
+            )
+        if frame.colorspace not in BT601_COLORSPACES or frame.color_range not in LIMITED_RANGES:
+            raise DataError(
+                f"{location.describe(episode, chunk_start)}: frames are tagged colorspace "
+                f"{frame.colorspace}, "
+                f"range {frame.color_range}; image_format='yuv420' converts BT.601 limited range only, "
+                "use image_format='rgb'"
+            )
+        copy_i420(frame, row)
 
     def _check_modality(self, modality: str) -> str:
         if modality not in self._index:
