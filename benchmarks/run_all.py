@@ -72,8 +72,8 @@ PLAN = {
     "loader_w0": ("loader", {"workers": 0}),
     "loader_w2": ("loader", {"workers": 2}),
     "model": ("model", {}),
-    "train": ("train", {"threads": 1}),
     "train_defaults": ("train", {"threads": None, "workers": 0}),
+    "train": ("train", {"threads": 1}),
 }
 
 # (key in the result, measurement group, label, unit, higher is better)
@@ -167,6 +167,7 @@ def one_round(
             ]
             found = run_child(impls[name], __file__, ["--child", json.dumps(specs)], f"{name} {batch}")
             results[name].update(zip(batch, found, strict=True))
+            print(f"  {name} {', '.join(batch)}: {json.dumps(found)}", flush=True)
     return {
         name: {key: measured[group][field] for group in groups for key, field in FIGURES[group].items()}
         for name, measured in results.items()
@@ -239,6 +240,29 @@ def update_readme(table: str) -> None:
     README.write_text(text[:start] + "\n\n" + table + "\n" + text[end:])
 
 
+def write_results(out: Path, rounds: list[dict], params: dict, groups: list[str], quick: bool) -> str:
+    """Write results.json and results.md for the repetitions so far; returns the table."""
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "reps": len(rounds),
+        "quick": quick,
+        "size": params["size"],
+        "config": params["config"],
+        "train_workers": params["train_workers"],
+        "torch_threads": torch.get_num_threads(),
+        "measured": groups,
+        "params": params,
+    }
+    summary = summarise(rounds)
+    table = markdown(summary, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, **summary}, indent=2) + "\n")
+    (out / "results.md").write_text(table)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -271,24 +295,8 @@ def main() -> None:
     for rep in range(reps):
         print(f"repetition {rep + 1}/{reps} ({', '.join(impls)}); load {os.getloadavg()[0]:.2f}", flush=True)
         rounds.append(one_round(impls, data, params, groups, shared=args.quick, flip=rep % 2 == 1))
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "reps": reps,
-        "quick": args.quick,
-        "size": params["size"],
-        "config": params["config"],
-        "train_workers": params["train_workers"],
-        "torch_threads": torch.get_num_threads(),
-        "measured": groups,
-        "params": params,
-    }
-    summary = summarise(rounds)
-    table = markdown(summary, meta)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, **summary}, indent=2) + "\n")
-    (args.out / "results.md").write_text(table)
+        # Written after every repetition: a run stopped early still leaves the ones it finished.
+        table = write_results(args.out, rounds, params, groups, args.quick)
     print(table)
     if args.update_readme:
         update_readme(table)
