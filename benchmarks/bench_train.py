@@ -118,16 +118,20 @@ def measure(
     steps: int,
     warmup: int,
     workers: int,
-    threads: int,
+    threads: int | None,
     precision: str,
     config: dict = CONFIG,
     size: int = SIZE,
 ) -> dict:
-    """Run in a child process: train ``warmup + steps`` steps, time the last ``steps``."""
+    """Run in a child process: train ``warmup + steps`` steps, time the last ``steps``.
+
+    ``threads`` None leaves torch's default (one per core), as a user's run has it.
+    """
     import lightning as L
     import torch
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
 
     class Clock(L.Callback):
@@ -183,7 +187,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the training process (0: torch's default)"
+    )
     parser.add_argument("--precision", default="32", help="Trainer precision, e.g. 32 or bf16-mixed")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/minetrain-bench-train"))
     parser.add_argument("--episodes", type=int, default=4)
@@ -192,8 +198,9 @@ def main() -> None:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        threads = args.threads or None
         result = measure(
-            args.child, args.data, args.steps, args.warmup, args.workers, args.threads, args.precision
+            args.child, args.data, args.steps, args.warmup, args.workers, threads, args.precision
         )
         print(json.dumps(result))
         return
@@ -201,7 +208,8 @@ def main() -> None:
     data = ensure_dataset(args.data_dir, args.episodes, args.frames)
     print(
         f"config {CONFIG}, batch {BATCH}, win_len {WIN_LEN}, {SIZE}x{SIZE} frames, CPU, "
-        f"precision {args.precision}, {args.threads} torch thread(s), {args.workers} loader worker(s), "
+        f"precision {args.precision}, {args.threads or 'default'} torch thread(s), "
+        f"{args.workers} loader worker(s), "
         f"{args.steps} timed steps after {args.warmup}"
     )
     results = {"minetrain": _child(sys.executable, "ours", data, args)}

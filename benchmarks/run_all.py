@@ -6,13 +6,17 @@ its venv exists, /tmp/reference-venv):
 
 - loader frames/s of the train DataLoader with 0 and 2 workers (batch 2, win_len 32, segmentation);
 - model forward+backward steps/s, streaming inference frames/s and peak RSS (``bench_model``);
-- end-to-end Lightning training steps/s and peak memory (``bench_train``), small config.
+- end-to-end Lightning training steps/s and peak memory (``bench_train``), small config, in two
+  settings: A, 1 torch thread and 2 loader workers (the model's own speed); B, what a user gets
+  without tuning: torch's default threads (every core) and ``num_workers=0``.
 
-Implementations alternate within each repetition (same machine load); medians over repetitions are
-reported, ratios are minetrain / reference. Writes ``results.json`` and ``results.md`` to ``--out``
-and, with ``--update-readme``, the table into README.md's Benchmarks section.
+Implementations alternate within each repetition (same machine load), and which one goes first
+alternates between repetitions. Medians over repetitions are reported with their ranges; the ratio
+column is median minetrain / median reference, next to the median (and range) of the per-repetition
+ratios. Writes ``results.json`` and ``results.md`` to ``--out`` and, with ``--update-readme``, the
+table into README.md's Benchmarks section.
 
-    python benchmarks/run_all.py [--reps 3] [--no-reference] [--update-readme]
+    python benchmarks/run_all.py [--reps 3] [--only train] [--no-reference] [--update-readme]
     python benchmarks/run_all.py --quick --out /tmp/bench   # smoke run, tiny sizes, a few seconds
 """
 
@@ -30,6 +34,7 @@ from typing import Any
 
 import bench_model
 import bench_train
+import torch
 from common import BATCH, CONFIG, REFERENCE_PYTHON, SIZE, children_cpu_s, ensure_dataset, run_child
 
 HERE = Path(__file__).resolve().parent
@@ -61,18 +66,47 @@ QUICK = dict(
     train_workers=0,
 )
 
-# (key in the result, label, unit, higher is better)
+# Measurement groups: name -> (what the child measures, its settings). The train settings:
+# A (1 torch thread, the suite's loader workers) and B (torch's default threads, no workers).
+PLAN = {
+    "loader_w0": ("loader", {"workers": 0}),
+    "loader_w2": ("loader", {"workers": 2}),
+    "model": ("model", {}),
+    "train_defaults": ("train", {"threads": None, "workers": 0}),
+    "train": ("train", {"threads": 1}),
+}
+
+# (key in the result, measurement group, label, unit, higher is better)
 ROWS = [
-    ("loader_w0", "loader, 0 workers", "frames/s", True),
-    ("loader_w2", "loader, 2 workers", "frames/s", True),
-    ("model_train", "model fwd+bwd (1 thread)", "steps/CPU-s", True),
-    ("model_stream", "streaming inference (1 thread)", "frames/CPU-s", True),
-    ("model_rss", "model fwd+bwd peak RSS", "MB", False),
-    ("train_wall", "end-to-end train", "steps/s", True),
-    ("train_cpu", "end-to-end train", "steps/CPU-s", True),
-    ("train_pss", "train peak memory, process tree PSS", "MB", False),
-    ("train_rss", "train peak RSS, trainer process", "MB", False),
+    ("loader_w0", "loader_w0", "loader, 0 workers", "frames/s", True),
+    ("loader_w2", "loader_w2", "loader, 2 workers", "frames/s", True),
+    ("model_train", "model", "model fwd+bwd (1 thread)", "steps/CPU-s", True),
+    ("model_stream", "model", "streaming inference (1 thread)", "frames/CPU-s", True),
+    ("model_rss", "model", "model fwd+bwd peak RSS", "MB", False),
+    ("train_wall", "train", "end-to-end train, A: 1 thread, workers", "steps/s", True),
+    ("train_cpu", "train", "end-to-end train, A: 1 thread, workers", "steps/CPU-s", True),
+    ("train_pss", "train", "train peak memory, process tree PSS (A)", "MB", False),
+    ("train_rss", "train", "train peak RSS, trainer process (A)", "MB", False),
+    ("train_default_wall", "train_defaults", "end-to-end train, B: defaults", "steps/s", True),
+    ("train_default_cpu", "train_defaults", "end-to-end train, B: defaults", "steps/CPU-s", True),
 ]
+# What each measurement's child returns -> the keys above.
+FIGURES = {
+    "loader_w0": {"loader_w0": "frames_per_s"},
+    "loader_w2": {"loader_w2": "frames_per_s"},
+    "model": {
+        "model_train": "train_steps_per_s",
+        "model_stream": "stream_frames_per_s",
+        "model_rss": "train_peak_rss_mb",
+    },
+    "train": {
+        "train_wall": "steps_per_wall_s",
+        "train_cpu": "steps_per_cpu_s",
+        "train_pss": "tree_peak_pss_mb",
+        "train_rss": "trainer_peak_rss_mb",
+    },
+    "train_defaults": {"train_default_wall": "steps_per_wall_s", "train_default_cpu": "steps_per_cpu_s"},
+}
 
 
 def measure_loader(impl: str, data: str, workers: int, size: int, win_len: int) -> dict:
@@ -106,85 +140,96 @@ def child(spec: dict) -> dict:
         return measure_loader(impl, spec["data"], spec["workers"], size, config["timesteps"])
     if what == "model":
         return bench_model.measure(impl, p["model_steps"], p["stream_frames"], 1, config, size)
+    workers = spec.get("workers", p["train_workers"])
     return bench_train.measure(
-        impl, spec["data"], p["train_steps"], p["train_warmup"], p["train_workers"], 1, "32", config, size
+        impl, spec["data"], p["train_steps"], p["train_warmup"], workers, spec["threads"], "32", config, size
     )
 
 
 def one_round(
-    impls: dict[str, Path | str], data: Path, params: dict, shared: bool
+    impls: dict[str, Path | str], data: Path, params: dict, groups: list[str], shared: bool, flip: bool
 ) -> dict[str, dict[str, float]]:
-    """Every measurement once for each implementation, alternating implementations.
+    """Every measurement in ``groups`` once for each implementation, alternating implementations
+    (in reverse order with ``flip``, so neither always runs first).
 
     Each measurement runs in a child process of its own, or, with ``shared`` (the smoke run), all
     of one implementation's in one child: faster to start, but the memory figures then mix.
     """
-    plan = [("loader", {"workers": 0}), ("loader", {"workers": 2}), ("model", {}), ("train", {})]
-    groups = [plan] if shared else [[item] for item in plan]
-    results: dict[str, list[dict]] = {name: [] for name in impls}
-    for group in groups:
-        for name, python in impls.items():
+    batches = [groups] if shared else [[group] for group in groups]
+    order = list(impls)[::-1] if flip else list(impls)
+    results: dict[str, dict[str, dict]] = {name: {} for name in impls}
+    for batch in batches:
+        for name in order:
             impl = "ours" if name == "minetrain" else "reference"
             specs = [
-                {"what": what, "impl": impl, "data": str(data), "params": params, **extra}
-                for what, extra in group
+                {"what": PLAN[g][0], "impl": impl, "data": str(data), "params": params, **PLAN[g][1]}
+                for g in batch
             ]
-            results[name] += run_child(python, __file__, ["--child", json.dumps(specs)], f"{name} {group}")
-    out: dict[str, dict[str, float]] = {}
-    for name, (w0, w2, model, train) in results.items():
-        out[name] = {
-            "loader_w0": w0["frames_per_s"],
-            "loader_w2": w2["frames_per_s"],
-            "model_train": model["train_steps_per_s"],
-            "model_stream": model["stream_frames_per_s"],
-            "model_rss": model["train_peak_rss_mb"],
-            "train_wall": train["steps_per_wall_s"],
-            "train_cpu": train["steps_per_cpu_s"],
-            "train_pss": train["tree_peak_pss_mb"],
-            "train_rss": train["trainer_peak_rss_mb"],
-        }
-    return out
+            found = run_child(impls[name], __file__, ["--child", json.dumps(specs)], f"{name} {batch}")
+            results[name].update(zip(batch, found, strict=True))
+            print(f"  {name} {', '.join(batch)}: {json.dumps(found)}", flush=True)
+    return {
+        name: {key: measured[group][field] for group in groups for key, field in FIGURES[group].items()}
+        for name, measured in results.items()
+    }
 
 
 def summarise(rounds: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """Medians per figure, and the median of the per-round ratios minetrain / reference."""
+    """Per figure: median and range over repetitions; median minetrain / median reference, and the
+    median and range of the per-repetition ratios."""
     names = list(rounds[0])
-    medians = {n: {k: statistics.median(r[n][k] for r in rounds) for k, *_ in ROWS} for n in names}
-    ratios = {}
+    keys = list(rounds[0][names[0]])
+    median = {n: {k: statistics.median(r[n][k] for r in rounds) for k in keys} for n in names}
+    spread = {
+        n: {k: [min(r[n][k] for r in rounds), max(r[n][k] for r in rounds)] for k in keys} for n in names
+    }
+    summary: dict[str, Any] = {"median": median, "range": spread}
     if "reference" in names:
-        ratios = {
-            k: statistics.median(r["minetrain"][k] / r["reference"][k] for r in rounds) for k, *_ in ROWS
-        }
-    return {"median": medians, "ratio": ratios, "rounds": rounds}
+        pairs = {k: [r["minetrain"][k] / r["reference"][k] for r in rounds] for k in keys}
+        summary["ratio"] = {k: median["minetrain"][k] / median["reference"][k] for k in keys}
+        summary["pair_ratio"] = {k: statistics.median(v) for k, v in pairs.items()}
+        summary["pair_ratio_range"] = {k: [min(v), max(v)] for k, v in pairs.items()}
+    return {**summary, "rounds": rounds}
 
 
 def _figure(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def _spread(value: float, low: float, high: float) -> str:
+    return f"{_figure(value)} ({_figure(low)}-{_figure(high)})"
+
+
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    medians, ratios = summary["median"], summary["ratio"]
+    medians, spread = summary["median"], summary["range"]
     has_ref = "reference" in medians
-    head = (
-        "| measure | unit | minetrain | reference | minetrain / reference |"
-        if has_ref
-        else ("| measure | unit | minetrain |")
-    )
-    lines = [head, "|" + "---|" * (5 if has_ref else 3)]
-    for key, label, unit, higher in ROWS:
-        row = f"| {label} | {unit} | {_figure(medians['minetrain'][key])} |"
+    head = "| measure | unit | minetrain | reference | minetrain / reference | per-repetition ratio |"
+    head = head if has_ref else "| measure | unit | minetrain |"
+    lines = [head, "|" + "---|" * (6 if has_ref else 3)]
+    for key, _, label, unit, higher in ROWS:
+        if key not in medians["minetrain"]:
+            continue
+        row = f"| {label} | {unit} | {_spread(medians['minetrain'][key], *spread['minetrain'][key])} |"
         if has_ref:
             better = "higher is better" if higher else "lower is better"
-            row += f" {_figure(medians['reference'][key])} | **{ratios[key]:.2f}x** ({better}) |"
+            ref = _spread(medians["reference"][key], *spread["reference"][key])
+            low, high = summary["pair_ratio_range"][key]
+            row += (
+                f" {ref} | **{summary['ratio'][key]:.2f}x** ({better}) |"
+                f" {summary['pair_ratio'][key]:.2f}x ({low:.2f}-{high:.2f}) |"
+            )
         lines.append(row)
     c = meta["config"]
     lines.append("")
     lines.append(
-        f"Medians of {meta['reps']} repetition(s), {meta['date']}, {meta['cpus']} CPU cores, fp32, "
+        f"Medians (min-max) of {meta['reps']} repetition(s), implementations alternating, "
+        f"{meta['date']}, {meta['cpus']} CPU cores, fp32, "
         f"{c['backbone']} hiddim {c['hiddim']}, {c['num_heads']} heads, {c['num_layers']} layers, "
         f"win_len/timesteps {c['timesteps']}, mem_len {c['mem_len']}, batch {BATCH}, "
         f"{meta['size']}x{meta['size']} frames with pixel noise (gameplay decode speed); "
-        f"train: {meta['train_workers']} loader workers, 1 torch thread."
+        f"train A: {meta['train_workers']} loader workers, 1 torch thread; "
+        f"train B: num_workers=0, torch's default threads ({meta['torch_threads']}); "
+        f"{meta['params']['train_steps']} timed steps after {meta['params']['train_warmup']}."
     )
     return "\n".join(lines) + "\n"
 
@@ -195,6 +240,29 @@ def update_readme(table: str) -> None:
     README.write_text(text[:start] + "\n\n" + table + "\n" + text[end:])
 
 
+def write_results(out: Path, rounds: list[dict], params: dict, groups: list[str], quick: bool) -> str:
+    """Write results.json and results.md for the repetitions so far; returns the table."""
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "reps": len(rounds),
+        "quick": quick,
+        "size": params["size"],
+        "config": params["config"],
+        "train_workers": params["train_workers"],
+        "torch_threads": torch.get_num_threads(),
+        "measured": groups,
+        "params": params,
+    }
+    summary = summarise(rounds)
+    table = markdown(summary, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, **summary}, indent=2) + "\n")
+    (out / "results.md").write_text(table)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,6 +270,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, one repetition")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (median reported)")
     parser.add_argument("--no-reference", action="store_true", help="minetrain only")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted({what for what, _ in PLAN.values()}), help="measure only these"
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/minetrain-bench-suite"))
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/.md go")
     parser.add_argument("--update-readme", action="store_true", help="write the table into README.md")
@@ -219,26 +290,13 @@ def main() -> None:
     data = ensure_dataset(
         args.data_dir / tag, params["episodes"], params["frames"], params["size"], params["noise"]
     )
+    groups = [g for g, (what, _) in PLAN.items() if not args.only or what in args.only]
     rounds = []
     for rep in range(reps):
         print(f"repetition {rep + 1}/{reps} ({', '.join(impls)}); load {os.getloadavg()[0]:.2f}", flush=True)
-        rounds.append(one_round(impls, data, params, shared=args.quick))
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "reps": reps,
-        "quick": args.quick,
-        "size": params["size"],
-        "config": params["config"],
-        "train_workers": params["train_workers"],
-        "params": params,
-    }
-    summary = summarise(rounds)
-    table = markdown(summary, meta)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, **summary}, indent=2) + "\n")
-    (args.out / "results.md").write_text(table)
+        rounds.append(one_round(impls, data, params, groups, shared=args.quick, flip=rep % 2 == 1))
+        # Written after every repetition: a run stopped early still leaves the ones it finished.
+        table = write_results(args.out, rounds, params, groups, args.quick)
     print(table)
     if args.update_readme:
         update_readme(table)

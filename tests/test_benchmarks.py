@@ -11,7 +11,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def test_run_all_quick_writes_a_table_of_every_figure(tmp_path: Path) -> None:
     cmd = [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--no-reference"]
     cmd += ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     figures = results["median"]["minetrain"]
@@ -25,11 +25,15 @@ def test_run_all_quick_writes_a_table_of_every_figure(tmp_path: Path) -> None:
         "train_cpu",
         "train_pss",
         "train_rss",
+        "train_default_wall",
+        "train_default_cpu",
     }
+    assert set(results["range"]["minetrain"]) == set(figures)
     assert all(value > 0 for value in figures.values())
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.startswith("| measure | unit | minetrain |")
     assert "loader, 2 workers" in table
+    assert "B: defaults" in table
 
 
 def test_bench_index_quick_reports_every_figure(tmp_path: Path) -> None:
