@@ -181,13 +181,19 @@ def check_types(cfg: DictConfig) -> None:
 
 
 def check_kwargs(
-    section: str, given: Iterable[str], target: Callable[..., Any], owner: str, exclude: Sequence[str] = ()
+    section: str,
+    given: Iterable[str],
+    target: Callable[..., Any] | Sequence[Callable[..., Any]],
+    owner: str,
+    exclude: Sequence[str] = (),
 ) -> None:
-    """Every key of ``section`` is a keyword argument of ``target`` (it is passed there as is), other than
-    the ``exclude`` ones minetrain passes itself."""
-    params = inspect.signature(target).parameters.values()
+    """Every key of ``section`` is a keyword argument of ``target`` (or of one of several targets; it is
+    passed there as is), other than the ``exclude`` ones minetrain passes itself."""
+    targets = target if isinstance(target, Sequence) else [target]
+    params = [p for t in targets for p in inspect.signature(t).parameters.values()]
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    accepted = [p.name for p in params if p.kind in kinds and p.name not in ("self", *exclude)]
+    names = (p.name for p in params if p.kind in kinds and p.name not in ("self", "cls", *exclude))
+    accepted = list(dict.fromkeys(names))
     for name in given:
         if name not in accepted:
             close = difflib.get_close_matches(name, accepted, n=3)
@@ -212,7 +218,9 @@ def check_model(cfg: DictConfig) -> None:
     (relative to where the command was run), and a policy that needs files is given them."""
     name, kwargs = policy_choice(cfg)
     cls = policy_class(name)
-    check_kwargs("model", kwargs, cls.__init__, f"{cls.__name__} (model.name={name})")
+    # A class's from_config hook (minetrain.models.policy) takes config keys besides the constructor's.
+    builders = [cls.__init__, *([cls.from_config] if hasattr(cls, "from_config") else [])]
+    check_kwargs("model", kwargs, builders, f"{cls.__name__} (model.name={name})")
     required = REQUIRED_MODEL_FILES.get(name, ())
     missing = [key for key in required if kwargs.get(key) is None]
     if missing and not set(kwargs) - set(required):

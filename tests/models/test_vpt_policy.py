@@ -163,7 +163,7 @@ def test_weights_with_unknown_or_missing_keys_are_named(tiny, tmp_path):
         load_vpt_policy(model_file, tmp_path / "bad.weights")
     message = str(caught.value)
     assert "\n" not in message and "bad.weights" in message
-    assert "missing keys: net.final_ln.bias" in message and "unknown keys: net.extra.weight" in message
+    assert "missing keys: net.final_ln.bias" in message and "unexpected keys: net.extra.weight" in message
 
 
 def test_weights_of_another_width_name_the_mismatch(tiny, tmp_path):
