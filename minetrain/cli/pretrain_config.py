@@ -215,15 +215,18 @@ def policy_choice(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
 
 def check_model(cfg: DictConfig) -> None:
     """``model.*`` are arguments of the policy ``model.name`` selects, the files they name exist
-    (relative to where the command was run), and a policy that needs files is given them."""
+    (relative to where the command was run), and a policy that needs files is given them (unless a run
+    resumes from ``ckpt_path``, which records the architecture)."""
     name, kwargs = policy_choice(cfg)
     cls = policy_class(name)
+    # Resuming builds a from_config policy from the checkpoint's record: its files are not read.
+    resuming = bool(cfg.get("ckpt_path")) and hasattr(cls, "from_config")
     # A class's from_config hook (minetrain.models.policy) takes config keys besides the constructor's.
     builders = [cls.__init__, *([cls.from_config] if hasattr(cls, "from_config") else [])]
     check_kwargs("model", kwargs, builders, f"{cls.__name__} (model.name={name})")
     required = REQUIRED_MODEL_FILES.get(name, ())
     missing = [key for key in required if kwargs.get(key) is None]
-    if missing and not set(kwargs) - set(required):
+    if missing and not set(kwargs) - set(required) and not resuming:
         given = " ".join(f"model.{key}=FILE" for key in missing)
         raise ConfigError(
             f"model.name={name} needs {' and '.join(f'model.{key}' for key in missing)}: give {given} "
@@ -232,7 +235,7 @@ def check_model(cfg: DictConfig) -> None:
         )
     for key in MODEL_FILE_KEYS:
         value = kwargs.get(key)
-        if isinstance(value, str) and not Path(to_absolute_path(value)).is_file():
+        if isinstance(value, str) and not resuming and not Path(to_absolute_path(value)).is_file():
             raise ConfigError(f"model.{key}={value} does not exist; give the path of the file")
 
 
@@ -323,4 +326,4 @@ def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
         "MineLightning",
         ("mine_policy", "callbacks", "hyperparameters"),
     )
-    check_kwargs("ema", cfg.ema, EMA.__init__, "EMA")
+    check_kwargs("ema", [key for key in cfg.ema if key != "enabled"], EMA.__init__, "EMA")
