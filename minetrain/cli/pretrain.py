@@ -241,6 +241,13 @@ def build_training(
         raise ConfigError(f"data.win_len={cfg.data.win_len} must equal model.timesteps={timesteps}")
     name, kwargs = model_arguments(cfg)
     policy = resumed_policy(name, kwargs, ckpt_path) if ckpt_path else build_policy(name, **kwargs)
+    image_size = policy.config.get("img_shape", [cfg.data.frame_height, cfg.data.frame_width])[:2]
+    if list(image_size) != [cfg.data.frame_height, cfg.data.frame_width]:
+        raise ConfigError(
+            f"the {name} policy takes {image_size[0]}x{image_size[1]} frames (its img_shape) but "
+            f"data.frame_height={cfg.data.frame_height} data.frame_width={cfg.data.frame_width}; "
+            f"set data.frame_height={image_size[0]} data.frame_width={image_size[1]}"
+        )
     module = MineLightning(
         mine_policy=policy,
         callbacks=[BehaviorCloneCallback(weight=cfg.objective_weight, reduction=cfg.objective_reduction)],

@@ -165,6 +165,10 @@ def test_model_name_and_keys_are_checked(in_process, capsys, eval_dataset: Path,
             ["model.model_path=tiny.model", "+model.checkpoint_cnn=true"],
             ["VPTPolicy model_path is given without weights_path"],
         ),
+        (
+            ["model.model_path=tiny.model", "model.weights_path=tiny.weights", "data.frame_width=32"],
+            ["takes 32x32 frames (its img_shape) but data.frame_height=128 data.frame_width=32"],
+        ),
     ],
 )
 def test_vpt_config_asks_for_the_model_files(
