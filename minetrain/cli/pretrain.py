@@ -196,8 +196,44 @@ class LossSummary(Callback):
         return rows
 
 
-def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callback], LossSummary]:
-    """The seed tutorial's objects, from the config."""
+def ema_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """The EMA callback's arguments: the ``ema`` section without its ``enabled`` switch."""
+    return {key: value for key, value in cfg.ema.items() if key != "enabled"}
+
+
+def resumed_policy(name: str, kwargs: dict[str, Any], ckpt_path: str) -> Any:
+    """The policy a run resumed from ``ckpt_path`` trains, for a class built through a ``from_config`` hook
+    (files to initialise from, e.g. VPT's ``model_path`` / ``weights_path``): constructed from the
+    architecture the checkpoint records, the command's constructor arguments (e.g. ``checkpoint_cnn``)
+    winning, since Lightning restores the weights anyway; those files are not read again. Other classes
+    are built from the config as on a fresh start."""
+    import inspect
+
+    from minetrain.models import build_policy, policy_class
+    from minetrain.models.checkpoint import checkpoint_kwargs
+    from minetrain.models.loading import read_checkpoint_dict, recorded_policy
+
+    cls = policy_class(name)
+    hyper = read_checkpoint_dict(Path(ckpt_path)).get("hyper_parameters")
+    recorded, config = recorded_policy(hyper) if isinstance(hyper, dict) else (None, None)
+    if not hasattr(cls, "from_config") or config is None:
+        return build_policy(name, **kwargs)
+    if recorded not in (None, name):
+        raise ConfigError(f"ckpt_path {ckpt_path} holds a {recorded!r} policy, not model.name={name}")
+    own = set(inspect.signature(cls.__init__).parameters)
+    arguments = checkpoint_kwargs(cls, {}, config, ckpt_path)
+    arguments.update({key: value for key, value in kwargs.items() if key in own})
+    try:
+        return cls(**arguments)
+    except TypeError as exc:
+        raise ConfigError(f"cannot build {cls.__name__} from {ckpt_path}: {exc}") from None
+
+
+def build_training(
+    cfg: DictConfig, run_dir: Path, ckpt_path: str | None = None
+) -> tuple[Any, Any, list[Callback], LossSummary]:
+    """The seed tutorial's objects, from the config (the policy's architecture from ``ckpt_path`` when
+    resuming, see ``resumed_policy``)."""
     from minetrain.data import MineDataModule
     from minetrain.models import build_policy
     from minetrain.models.compiled import DEFAULT_BACKEND, compile_policy
@@ -215,7 +251,14 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
         raise ConfigError(f"data.win_len={cfg.data.win_len} must equal model.timesteps={timesteps}")
     name, kwargs = model_arguments(cfg)
     backend = kwargs.pop(MODEL_COMPILE, False)
-    policy = build_policy(name, **kwargs)
+    policy = resumed_policy(name, kwargs, ckpt_path) if ckpt_path else build_policy(name, **kwargs)
+    image_size = policy.config.get("img_shape", [cfg.data.frame_height, cfg.data.frame_width])[:2]
+    if list(image_size) != [cfg.data.frame_height, cfg.data.frame_width]:
+        raise ConfigError(
+            f"the {name} policy takes {image_size[0]}x{image_size[1]} frames (its img_shape) but "
+            f"data.frame_height={cfg.data.frame_height} data.frame_width={cfg.data.frame_width}; "
+            f"set data.frame_height={image_size[0]} data.frame_width={image_size[1]}"
+        )
     if backend:
         compile_policy(policy, DEFAULT_BACKEND if backend is True else backend)
     module = MineLightning(
@@ -257,7 +300,7 @@ def build_training(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, list[Callb
             save_weights_only=False,
             save_last=True,
         ),
-        EMA(**cfg.ema),
+        *([EMA(**ema_arguments(cfg))] if cfg.ema.enabled else []),
         SparseMetricsProgressBar(metrics_every=cfg.optim.log_freq),
         summary,
     ]
@@ -311,7 +354,8 @@ def next_commands(run_dir: Path, trainer: L.Trainer, cfg: DictConfig) -> dict[st
     return {
         "Resume": resume,
         "Evaluate": ["minetrain", "evaluate", str(checkpoint.parent), *data_dirs],
-        "Export": ["minetrain", "export", str(checkpoint), str(run_dir / "export"), "--ema"],
+        "Export": ["minetrain", "export", str(checkpoint), str(run_dir / "export")]
+        + (["--ema"] if cfg.ema.enabled else []),
     }
 
 
@@ -362,7 +406,7 @@ def train(cfg: DictConfig) -> L.Trainer:
     check_config(cfg, TRAINER_OWN)
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
-    module, datamodule, callbacks, summary = build_training(cfg, run_dir)
+    module, datamodule, callbacks, summary = build_training(cfg, run_dir, ckpt_path)
     trainer_kwargs = convert_to_normal(cfg.trainer)
     try:
         trainer = L.Trainer(

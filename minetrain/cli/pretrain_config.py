@@ -185,13 +185,19 @@ def check_types(cfg: DictConfig) -> None:
 
 
 def check_kwargs(
-    section: str, given: Iterable[str], target: Callable[..., Any], owner: str, exclude: Sequence[str] = ()
+    section: str,
+    given: Iterable[str],
+    target: Callable[..., Any] | Sequence[Callable[..., Any]],
+    owner: str,
+    exclude: Sequence[str] = (),
 ) -> None:
-    """Every key of ``section`` is a keyword argument of ``target`` (it is passed there as is), other than
-    the ``exclude`` ones minetrain passes itself."""
-    params = inspect.signature(target).parameters.values()
+    """Every key of ``section`` is a keyword argument of ``target`` (or of one of several targets; it is
+    passed there as is), other than the ``exclude`` ones minetrain passes itself."""
+    targets = target if isinstance(target, Sequence) else [target]
+    params = [p for t in targets for p in inspect.signature(t).parameters.values()]
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    accepted = [p.name for p in params if p.kind in kinds and p.name not in ("self", *exclude)]
+    names = (p.name for p in params if p.kind in kinds and p.name not in ("self", "cls", *exclude))
+    accepted = list(dict.fromkeys(names))
     for name in given:
         if name not in accepted:
             close = difflib.get_close_matches(name, accepted, n=3)
@@ -213,14 +219,19 @@ def policy_choice(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
 
 def check_model(cfg: DictConfig) -> None:
     """``model.*`` are arguments of the policy ``model.name`` selects, the files they name exist
-    (relative to where the command was run), and a policy that needs files is given them."""
+    (relative to where the command was run), and a policy that needs files is given them (unless a run
+    resumes from ``ckpt_path``, which records the architecture)."""
     name, kwargs = policy_choice(cfg)
     kwargs.pop(MODEL_COMPILE, None)
     cls = policy_class(name)
-    check_kwargs("model", kwargs, cls.__init__, f"{cls.__name__} (model.name={name})")
+    # Resuming builds a from_config policy from the checkpoint's record: its files are not read.
+    resuming = bool(cfg.get("ckpt_path")) and hasattr(cls, "from_config")
+    # A class's from_config hook (minetrain.models.policy) takes config keys besides the constructor's.
+    builders = [cls.__init__, *([cls.from_config] if hasattr(cls, "from_config") else [])]
+    check_kwargs("model", kwargs, builders, f"{cls.__name__} (model.name={name})")
     required = REQUIRED_MODEL_FILES.get(name, ())
     missing = [key for key in required if kwargs.get(key) is None]
-    if missing and not set(kwargs) - set(required):
+    if missing and not set(kwargs) - set(required) and not resuming:
         given = " ".join(f"model.{key}=FILE" for key in missing)
         raise ConfigError(
             f"model.name={name} needs {' and '.join(f'model.{key}' for key in missing)}: give {given} "
@@ -229,7 +240,7 @@ def check_model(cfg: DictConfig) -> None:
         )
     for key in MODEL_FILE_KEYS:
         value = kwargs.get(key)
-        if isinstance(value, str) and not Path(to_absolute_path(value)).is_file():
+        if isinstance(value, str) and not resuming and not Path(to_absolute_path(value)).is_file():
             raise ConfigError(f"model.{key}={value} does not exist; give the path of the file")
 
 
@@ -333,4 +344,4 @@ def check_config(cfg: DictConfig, trainer_own: Sequence[str]) -> None:
         "MineLightning",
         ("mine_policy", "callbacks", "hyperparameters"),
     )
-    check_kwargs("ema", cfg.ema, EMA.__init__, "EMA")
+    check_kwargs("ema", [key for key in cfg.ema if key != "enabled"], EMA.__init__, "EMA")

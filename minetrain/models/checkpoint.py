@@ -72,19 +72,32 @@ def build_and_load(
     config: Mapping[str, Any],
     source: str,
     overrides: Mapping[str, Any],
+    remedy: str = "check the architecture and sizes the checkpoint was trained with",
 ) -> Any:
-    """Construct ``cls`` from the recorded config (and ``overrides``) and load the weights strictly."""
+    """Construct ``cls`` from the recorded config (and ``overrides``) and load the weights strictly
+    (``remedy``: what the error advises when they do not fit)."""
     kwargs = {**checkpoint_kwargs(cls, state_dict, config, source), **overrides}
     try:
         model = cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"cannot build {cls.__name__} for {source}: {exc}") from None
-    load_strict(model, state_dict, source)
+    load_strict(model, state_dict, source, remedy)
     return model
 
 
-def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` only if keys and shapes match exactly; otherwise say what differs."""
+def _names(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
+
+
+def load_strict(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    remedy: str = "check the architecture and sizes the checkpoint was trained with",
+) -> None:
+    """Load ``state_dict`` only if keys and shapes match exactly; otherwise name what differs (the first
+    few keys of each kind), the model's sizes and ``remedy``."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -94,7 +107,7 @@ def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], 
         if key in state_dict and state_dict[key].shape != value.shape
     ]
     problems = [
-        f"{len(items)} {label} (e.g. {items[0]})"
+        f"{len(items)} {label}: {_names(items)}"
         for items, label in (
             (missing, "missing keys"),
             (unexpected, "unexpected keys"),
@@ -103,12 +116,11 @@ def load_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], 
         if items
     ]
     if problems:
-        config = getattr(model, "config", {})
+        # Scalar sizes only: list- and dict-valued options would make the line unreadable.
+        config = {k: v for k, v in getattr(model, "config", {}).items() if not isinstance(v, list | dict)}
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}"
-            f"({', '.join(f'{k}={v!r}' for k, v in config.items())}): "
-            + "; ".join(problems)
-            + "; check the architecture and sizes the checkpoint was trained with"
+            f"({', '.join(f'{k}={v!r}' for k, v in config.items())}): " + "; ".join(problems) + f"; {remedy}"
         )
     model.load_state_dict(state_dict, strict=True)
 

@@ -179,7 +179,7 @@ def load_reference_checkpoint(path: str | Path, *, weights_only: bool = True, **
     return _open(Path(path), weights_only, overrides, "rocket")
 
 
-def _read_checkpoint_dict(path: Path) -> Mapping[str, Any]:
+def read_checkpoint_dict(path: Path) -> Mapping[str, Any]:
     """The checkpoint's top-level dict; memory-mapped when the file allows, as the loader read it already."""
     if path.suffix == ".safetensors":
         return {}
@@ -219,7 +219,7 @@ def load_checkpoint(path: str | Path, *, weights_only: bool = True) -> LoadedChe
         config = read_config(source)
         loaded.hyper_parameters = {"model": dict(original.config)} if config else {}
         return loaded
-    ckpt = _read_checkpoint_dict(source)
+    ckpt = read_checkpoint_dict(source)
     hyper = ckpt.get("hyper_parameters")
     loaded.hyper_parameters = dict(hyper) if isinstance(hyper, Mapping) else {}
     ema_state = ckpt.get(EMA_STATE_KEY)

@@ -53,6 +53,13 @@ class Policy(Protocol):
     class method) to turn what a checkpoint recorded (its config, possibly partial or in another
     library's terms) plus its weights into constructor arguments; without it the recorded config is
     passed as is.
+
+    A class may also define a classmethod ``from_config(**model_kwargs) -> Policy``: what a config's
+    ``model.*`` build (``registry.build_policy``), e.g. VPT's ``model_path`` / ``weights_path`` naming
+    published files to fine-tune. Its named parameters are config keys besides the constructor's
+    (``minetrain pretrain`` checks both). The built policy's ``config`` must still be constructor
+    arguments only (the architecture, no file paths): it is what checkpoints record, so resuming,
+    evaluating and exporting never need those files again.
     """
 
     policy_name: ClassVar[str]

@@ -40,9 +40,11 @@ def policy_class(name: str) -> type[Policy]:
 
 
 def build_policy(name: str, **kwargs: Any) -> Policy:
-    """A new ``name`` policy built from constructor arguments (a config's ``model.*`` without ``name``)."""
+    """The ``name`` policy a config's ``model.*`` (without ``name``) describe: ``cls.from_config(**kwargs)``
+    when the class has that hook (e.g. VPT loading published files), else ``cls(**kwargs)``."""
     cls = policy_class(name)
+    build = getattr(cls, "from_config", cls)
     try:
-        return cls(**kwargs)
+        return build(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"cannot build {cls.__name__} (policy {name!r}): {exc}") from None

@@ -40,7 +40,12 @@ def test_rocket1_has_every_seed_value():
     assert (data.batch_size, data.num_workers, data.prefetch_factor) == (8, 8, 4)
     assert (data.split_ratio, data.shuffle_episodes, data.episode_continuous_batch) == (0.95, True, True)
     assert OmegaConf.to_container(cfg.ema) == dict(
-        decay=0.999, validate_original_weights=True, every_n_steps=8, cpu_offload=False, first_update="blend"
+        enabled=True,
+        decay=0.999,
+        validate_original_weights=True,
+        every_n_steps=8,
+        cpu_offload=False,
+        first_update="blend",
     )
     # The reference's loss scale, weight decay on every parameter and EMA start.
     assert cfg.objective_weight == 0.01 and cfg.objective_reduction == "sum"

@@ -65,8 +65,8 @@ def test_missing_and_unexpected_keys_are_named(tiny_policy, tmp_path):
     with pytest.raises(CheckpointError) as exc:
         RocketPolicy.from_pretrained(tmp_path)
     message = _one_line(exc)
-    assert "1 missing keys (e.g. final_ln.weight)" in message
-    assert "1 unexpected keys (e.g. extra.weight)" in message
+    assert "1 missing keys: final_ln.weight" in message
+    assert "1 unexpected keys: extra.weight" in message
 
 
 def test_checkpoint_of_another_architecture(tiny_policy, tmp_path):

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from minetrain.errors import CheckpointError
+from minetrain.models import load_policy
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "model_vpt_ref"
@@ -90,6 +92,22 @@ def test_minestudio_hub_directory_matches_reference(tmp_path):
     shutil.copy(FIXTURE / "hub" / "config.json", hub / "config.json")
     assert_matches_reference(load_vpt_policy(hub))
     assert_matches_reference(VPTPolicy.from_pretrained(hub))
+
+
+def test_load_policy_opens_the_hub_directory_and_explains_the_lightning_checkpoint(tmp_path):
+    hub = tmp_path / "hub"
+    unpack("hub/model.safetensors.gz", tmp_path)
+    shutil.copy(FIXTURE / "hub" / "config.json", hub / "config.json")
+    policy = load_policy(hub)
+    assert type(policy) is VPTPolicy and policy.policy_name == "vpt"
+    assert_matches_reference(policy)
+    # MineStudio's .ckpt holds the weights only; the attention heads cannot be read off them.
+    ckpt = unpack("small_minestudio.ckpt.gz", tmp_path)
+    with pytest.raises(CheckpointError) as caught:
+        load_policy(ckpt)
+    message = str(caught.value)
+    assert "\n" not in message and str(ckpt) in message
+    assert "records no VPT architecture" in message and "minetrain.models.vpt.load_vpt_policy(" in message
 
 
 def test_save_pretrained_round_trip_keeps_outputs(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from minetrain.errors import CheckpointError, ConfigError, UnsafeDataError
+from minetrain.models import build_policy
 from minetrain.models.heads import ActionHeads
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
 from minetrain.models.vpt.formats import config_from_json, reference_hub_config
@@ -163,7 +164,7 @@ def test_weights_with_unknown_or_missing_keys_are_named(tiny, tmp_path):
         load_vpt_policy(model_file, tmp_path / "bad.weights")
     message = str(caught.value)
     assert "\n" not in message and "bad.weights" in message
-    assert "missing keys: net.final_ln.bias" in message and "unknown keys: net.extra.weight" in message
+    assert "missing keys: net.final_ln.bias" in message and "unexpected keys: net.extra.weight" in message
 
 
 def test_weights_of_another_width_name_the_mismatch(tiny, tmp_path):
@@ -197,6 +198,21 @@ def test_model_file_without_weights_is_a_fresh_policy(tmp_path):
     model = load_vpt_policy(write_model_file(tmp_path / "tiny.model", TINY_KWARGS, temperature=1.5))
     assert model.config["temperature"] == 1.5 and model.config["hidsize"] == 8
     assert model.config["img_shape"] == [16, 16, 3]
+
+
+def test_build_policy_from_config_loads_the_files_or_builds_the_architecture(tiny, tmp_path):
+    model_file = write_model_file(tmp_path / "tiny.model", TINY_KWARGS)
+    torch.save(tiny.state_dict(), tmp_path / "tiny.weights")
+    loaded = build_policy(
+        "vpt", model_path=model_file, weights_path=tmp_path / "tiny.weights", checkpoint_cnn=True
+    )
+    assert type(loaded) is VPTPolicy and loaded.config == tiny.config
+    assert loaded.net.img_process.cnn.checkpoint_stacks
+    for key, value in tiny.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert build_policy("vpt", **TINY).config == tiny.config
+    with pytest.raises(ConfigError, match="weights_path is given without model_path"):
+        build_policy("vpt", weights_path=tmp_path / "tiny.weights")
 
 
 def test_reference_hub_config_round_trips(tiny):

@@ -1,4 +1,4 @@
-"""What VPT checkpoints hold, in each library's layout: constructor configs and strict weight matching.
+"""What VPT checkpoints record, in each library's layout, as ``VPTPolicy`` constructor arguments.
 
 OpenAI's ``.model`` files and MineStudio's Hub ``config.json`` nest the architecture under
 ``policy_kwargs`` (with the sampling ``temperature`` beside it); minetrain's ``config.json`` holds
@@ -7,12 +7,8 @@ the flat ``VPTPolicy`` arguments plus ``"name": "vpt"``. Both map to the flat fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-
-import torch
 
 from minetrain.errors import CheckpointError
 
@@ -38,6 +34,8 @@ ARCHITECTURE_KEYS = (
     "scale_input_img",
 )
 SAMPLING_KEYS = ("temperature", "nucleus_prob")
+# The config keys naming OpenAI's files (``VPTPolicy.from_config``), recorded by a run's config.
+FILE_KEYS = ("model_path", "weights_path")
 # Keys of the published policy_kwargs the network never reads (in OpenAI's code too).
 UNUSED_KEYS = (
     "obs_processing_width",
@@ -109,46 +107,14 @@ def reference_hub_config(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_config_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise CheckpointError(f"{path} holds a {type(data).__name__}; expected a JSON object")
-    return config_from_json(data, str(path))
-
-
-def _names(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
-
-
-def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` only if its keys and shapes are exactly the model's; else name what differs."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unknown = sorted(set(state_dict) - set(expected))
-    wrong = [
-        f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)
-    ]
-    problems = [
-        f"{len(items)} {label}: {_names(items)}"
-        for items, label in (
-            (missing, "missing keys"),
-            (unknown, "unknown keys"),
-            (wrong, "shape mismatches"),
-        )
-        if items
-    ]
-    if problems:
+def recorded_kwargs(recorded: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``VPTPolicy`` arguments from what a checkpoint recorded: minetrain's flat config or MineStudio's Hub
+    ``config.json``. A record without the architecture (a MineStudio ``.ckpt`` keeps only the weights; the
+    attention heads cannot be read off them) is a CheckpointError saying how to open the file."""
+    kept = {key: value for key, value in recorded.items() if key not in FILE_KEYS}
+    if "policy_kwargs" not in kept and not set(kept) & set(ARCHITECTURE_KEYS):
         raise CheckpointError(
-            f"{source} does not fit VPTPolicy(hidsize={model.config['hidsize']}, "
-            f"impala_width={model.config['impala_width']}, n_recurrence_layers="
-            f"{model.config['n_recurrence_layers']}): "
-            + "; ".join(problems)
-            + "; pass the .model file these weights were trained with"
+            f"{source} records no VPT architecture (only weights); open it with "
+            f"minetrain.models.vpt.load_vpt_policy(<the .model file it was fine-tuned from>, {source!r})"
         )
-    model.load_state_dict(state_dict, strict=True)
+    return config_from_json(kept, source)

@@ -14,9 +14,9 @@ import torch
 
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import CheckpointError
-from minetrain.models.checkpoint import LIGHTNING_PREFIX
+from minetrain.models.checkpoint import LIGHTNING_PREFIX, build_and_load, read_weights
 from minetrain.models.checkpoint import read_lightning as read_torch_checkpoint
-from minetrain.models.vpt.formats import config_from_policy_kwargs, load_weights
+from minetrain.models.vpt.formats import config_from_policy_kwargs
 from minetrain.models.vpt.policy import VPTPolicy, build_policy
 
 
@@ -48,6 +48,8 @@ def read_weights_file(path: str | Path, weights_only: bool = True) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"VPT weights {path} do not exist")
+    if path.suffix == ".safetensors":
+        return read_weights(path)
     content = read_torch_checkpoint(path, weights_only)
     state_dict = content.get("state_dict", content)
     if any(str(key).startswith(LIGHTNING_PREFIX) for key in state_dict):
@@ -95,7 +97,15 @@ def load_vpt_policy(
             f"{model_path} holds weights, not the architecture; pass the .model file as model_path and "
             f"{model_path.name} as weights_path"
         )
-    model = build_policy(VPTPolicy, {**read_model_file(model_path), **overrides}, str(model_path))
-    if weights_path is not None:
-        load_weights(model, read_weights_file(weights_path, weights_only), str(weights_path))
-    return model
+    architecture = read_model_file(model_path)
+    if weights_path is None:
+        return build_policy(VPTPolicy, {**architecture, **overrides}, str(model_path))
+    state_dict = read_weights_file(weights_path, weights_only)
+    return build_and_load(
+        VPTPolicy,
+        state_dict,
+        architecture,
+        str(weights_path),
+        overrides,
+        remedy="pass the .model file these weights were trained with",
+    )

@@ -7,23 +7,20 @@ Parameter names match OpenAI's ``MinecraftAgentPolicy`` and MineStudio's ``VPTPo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from torch import nn
 
-from minetrain.errors import CheckpointError, ConfigError
+from minetrain.errors import ConfigError
 from minetrain.models import checkpoint as checkpoint_files
-from minetrain.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from minetrain.models.heads import ActionHeads, ValueHead, env_actions
 from minetrain.models.inputs import add_step_axis, carried_memory, parse_frames, step_frames
 from minetrain.models.memory import FanInLinear
-from minetrain.models.vpt.formats import load_weights, read_config_json
+from minetrain.models.vpt.formats import recorded_kwargs
 from minetrain.models.vpt.impala import ImageEncoder, dense_layer_norm
 from minetrain.models.vpt.transformer import RecurrentTransformer
 
@@ -207,32 +204,51 @@ class VPTPolicy(nn.Module):
         outputs, memory = self(batch, memory)
         return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 
+    @classmethod
+    def from_config(
+        cls,
+        model_path: str | Path | None = None,
+        weights_path: str | Path | None = None,
+        **kwargs: Any,
+    ) -> VPTPolicy:
+        """The policy a config's ``model.*`` describe (``minetrain.models.registry.build_policy``):
+        OpenAI's published ``model_path`` (.model) + ``weights_path`` (.weights, or a MineStudio .ckpt
+        fine-tuned from it) via ``load_vpt_policy``, ``kwargs`` overriding (e.g. ``checkpoint_cnn``);
+        or, without files, a randomly initialised policy of the architecture ``kwargs`` give."""
+        if model_path is None and weights_path is None:
+            return build_policy(cls, kwargs, "the config")
+        if model_path is None or weights_path is None:
+            given, lacking = (
+                ("model_path", "weights_path") if weights_path is None else ("weights_path", "model_path")
+            )
+            raise ConfigError(
+                f"VPTPolicy {given} is given without {lacking}: fine-tuning needs both the .model "
+                "(architecture) and the .weights file; for a random policy give neither, only the "
+                "architecture arguments"
+            )
+        from minetrain.models.vpt.load import load_vpt_policy
+
+        return load_vpt_policy(model_path, weights_path, **kwargs)
+
+    @staticmethod
+    def checkpoint_kwargs(
+        state_dict: Mapping[str, torch.Tensor], recorded: Mapping[str, Any], source: str
+    ) -> dict[str, Any]:
+        """Constructor arguments from what a checkpoint recorded: minetrain's flat config or MineStudio's
+        Hub ``policy_kwargs`` (``minetrain.models.checkpoint``); a record without the architecture is a
+        CheckpointError naming ``load_vpt_policy``."""
+        return recorded_kwargs(recorded, source)
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` (with ``"name": "vpt"``) into ``directory``,
         each atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
-        payload = save(tensors, metadata={"format": "pt"})
-        checkpoint_files.atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(payload))
-        text = json.dumps({"name": self.policy_name, **self.config}, indent=2, sort_keys=True) + "\n"
-        checkpoint_files.atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        checkpoint_files.save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides: Any) -> VPTPolicy:
         """Load a directory written by ``save_pretrained`` or by MineStudio's ``VPTPolicy.save_pretrained``
         (its Hub layout), from local disk; ``overrides`` win over the recorded arguments."""
-        directory = Path(directory)
-        weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
-        for path in (weights, config_path):
-            if not path.is_file():
-                raise CheckpointError(
-                    f"{directory} has no {path.name}; expected a directory written by save_pretrained "
-                    f"({WEIGHTS_NAME} + {CONFIG_NAME})"
-                )
-        model = build_policy(cls, {**read_config_json(config_path), **overrides}, str(directory))
-        load_weights(model, checkpoint_files.read_weights(weights), str(directory))
-        return model
+        return checkpoint_files.load_pretrained_dir(cls, directory, **overrides)
 
 
 def build_policy(cls: type[VPTPolicy], kwargs: Mapping[str, Any], source: str) -> VPTPolicy:
