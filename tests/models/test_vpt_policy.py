@@ -13,7 +13,7 @@ from minetrain.errors import CheckpointError, ConfigError, UnsafeDataError
 from minetrain.models.heads import ActionHeads
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
 from minetrain.models.vpt.formats import config_from_json, reference_hub_config
-from minetrain.models.vpt.impala import MaxPoolRecomputingIndices
+from minetrain.models.vpt.impala import MaxPoolCompactIndices
 
 TOL = 1e-5
 TINY = {
@@ -207,13 +207,13 @@ def test_reference_hub_config_round_trips(tiny):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_max_pool_recomputing_indices_equals_max_pool(dtype):
+def test_max_pool_compact_indices_equals_max_pool(dtype):
     torch.manual_seed(0)
     # After a ReLU: many ties at zero, where the choice of maximum matters.
     x = torch.relu(torch.randn(2, 3, 9, 10)).to(dtype).requires_grad_()
     y = x.detach().clone().requires_grad_()
     grad = torch.randn(2, 3, 5, 5).to(dtype)
-    ours = MaxPoolRecomputingIndices.apply(x)
+    ours = MaxPoolCompactIndices.apply(x)
     plain = torch.nn.functional.max_pool2d(y, kernel_size=3, stride=2, padding=1)
     assert torch.equal(ours, plain)
     ours.backward(grad)

@@ -202,23 +202,27 @@ class ResidualBlock(nn.Module):
         return x + self.conv1(self.conv0(x), keep_output=False)
 
 
-class MaxPoolRecomputingIndices(torch.autograd.Function):
-    """VPT's 3x3 stride-2 max-pool, whose backward finds the maxima again in its input instead of
-    keeping them as int64 indices (four times the size of the bf16 output, about a sixth of the
-    CNN's saved activations). The input it keeps replaces the ReLU output VPT's order (ReLU, then
-    pool) would keep, a tensor of the same size. Outputs and gradients equal ``F.max_pool2d``'s."""
+class MaxPoolCompactIndices(torch.autograd.Function):
+    """VPT's 3x3 stride-2 max-pool keeping for backward only where the maxima were, as int32
+    offsets: not its input (four times the output's size), nor int64 indices. The pool computes
+    the indices anyway; backward scatters the gradient to them. Outputs and gradients equal
+    ``F.max_pool2d``'s (the same kernel picks the same maxima, also among ties)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        y, indices = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, return_indices=True)
+        ctx.save_for_backward(indices.to(torch.int32))
+        ctx.input_shape, ctx.channels_last = x.shape, x.is_contiguous(memory_format=torch.channels_last)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        _, indices = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, return_indices=True)
+        (indices,) = ctx.saved_tensors
+        layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        # The kernel reads only the input's shape and layout (on CPU these pages are never touched).
+        like = torch.empty(ctx.input_shape, dtype=grad.dtype, device=grad.device, memory_format=layout)
         return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad, x, [3, 3], [2, 2], [1, 1], [1, 1], False, indices
+            grad, like, [3, 3], [2, 2], [1, 1], [1, 1], False, indices.long()
         )
 
 
@@ -245,7 +249,7 @@ class DownStack(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # ReLU after the max-pool instead of before (they commute: both monotone), on a quarter of
         # the values; outputs and gradients are unchanged.
-        x = F.relu_(MaxPoolRecomputingIndices.apply(self.firstconv(x, relu=False)))
+        x = F.relu_(MaxPoolCompactIndices.apply(self.firstconv(x, relu=False)))
         if self.n is not None:
             x = self.n(x)
         for block in self.blocks:
