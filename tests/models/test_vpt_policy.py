@@ -13,7 +13,7 @@ from minetrain.errors import CheckpointError, ConfigError, UnsafeDataError
 from minetrain.models.heads import ActionHeads
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
 from minetrain.models.vpt.formats import config_from_json, reference_hub_config
-from minetrain.models.vpt.impala import MaxPoolCompactIndices
+from minetrain.models.vpt.impala import FanInConv, MaxPoolCompactIndices
 
 TOL = 1e-5
 TINY = {
@@ -233,3 +233,25 @@ def test_checkpoint_with_objects_needs_weights_only_false(tiny, tmp_path):
     model = load_vpt_policy(model_file, tmp_path / "objects.ckpt", weights_only=False)
     loaded, saved = model.state_dict(), tiny.state_dict()
     assert all(torch.equal(loaded[key], saved[key]) for key in saved)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("keep_output", [True, False])
+def test_fused_group_norm_conv_relu_equals_the_modules(dtype, keep_output):
+    torch.manual_seed(0)
+    conv = FanInConv(4, 6, 1.0, {"group_norm_groups": 2})
+    with torch.no_grad():
+        conv.norm.weight.normal_()
+        conv.norm.bias.normal_()
+    x = torch.randn(3, 4, 9, 9).to(memory_format=torch.channels_last)
+    grads = []
+    for fused in (True, False):
+        conv.zero_grad()
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = conv(leaf, keep_output=keep_output) if fused else torch.relu(conv.layer(conv.norm(leaf)))
+        assert out.dtype == dtype
+        out.float().square().sum().backward()
+        grads.append([out, leaf.grad, *(p.grad for p in conv.parameters())])
+    for ours, plain in zip(*grads, strict=True):
+        assert torch.equal(ours, plain)
