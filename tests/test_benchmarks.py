@@ -1,11 +1,14 @@
-"""The benchmarks still run: ``run_all.py --quick`` and ``bench_index.py --quick``, no reference."""
+"""The benchmarks still run: ``run_all.py --quick`` and ``bench_index.py --quick``, no reference;
+``bench_vpt.py --quick`` with the reference when its venv exists."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+REFERENCE_PYTHON = Path("/tmp/reference-venv/bin/python")
 
 
 def test_run_all_quick_writes_a_table_of_every_figure(tmp_path: Path) -> None:
@@ -47,3 +50,17 @@ def test_bench_index_quick_reports_every_figure(tmp_path: Path) -> None:
     assert ours["left_out_whole_episodes"] > ours["left_out"]
     assert min(ours["state_bytes"], ours["setup_s"], ours["plan_s"], ours["inspect_s"]) > 0
     assert "| windows left out per epoch |" in done.stdout
+
+
+def test_bench_vpt_quick_reports_both_libraries_from_the_same_start(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(BENCHMARKS / "bench_vpt.py"), "--quick", "--json", str(tmp_path / "vpt.json")]
+    if not REFERENCE_PYTHON.exists():
+        cmd.append("--no-reference")  # minetrain's half still runs; the comparison needs the venv
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads((tmp_path / "vpt.json").read_text())["figures"]
+    assert min(figures["minetrain"]["steps_per_cpu_s"] + figures["minetrain"]["peak_rss_mb"]) > 0
+    if REFERENCE_PYTHON.exists():
+        assert set(figures) == {"minetrain", "reference", "ratio"}
+        losses = re.findall(r"first-step loss ([0-9.]+)", done.stdout)
+        assert len(losses) == 2 and losses[0] == losses[1], done.stdout

@@ -14,7 +14,7 @@ from minetrain.models import build_policy
 from minetrain.models.heads import ActionHeads
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
 from minetrain.models.vpt.formats import config_from_json, reference_hub_config
-from minetrain.models.vpt.impala import MaxPoolRecomputingIndices
+from minetrain.models.vpt.impala import FanInConv, MaxPoolCompactIndices
 
 TOL = 1e-5
 TINY = {
@@ -223,13 +223,13 @@ def test_reference_hub_config_round_trips(tiny):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_max_pool_recomputing_indices_equals_max_pool(dtype):
+def test_max_pool_compact_indices_equals_max_pool(dtype):
     torch.manual_seed(0)
     # After a ReLU: many ties at zero, where the choice of maximum matters.
     x = torch.relu(torch.randn(2, 3, 9, 10)).to(dtype).requires_grad_()
     y = x.detach().clone().requires_grad_()
     grad = torch.randn(2, 3, 5, 5).to(dtype)
-    ours = MaxPoolRecomputingIndices.apply(x)
+    ours = MaxPoolCompactIndices.apply(x)
     plain = torch.nn.functional.max_pool2d(y, kernel_size=3, stride=2, padding=1)
     assert torch.equal(ours, plain)
     ours.backward(grad)
@@ -249,3 +249,25 @@ def test_checkpoint_with_objects_needs_weights_only_false(tiny, tmp_path):
     model = load_vpt_policy(model_file, tmp_path / "objects.ckpt", weights_only=False)
     loaded, saved = model.state_dict(), tiny.state_dict()
     assert all(torch.equal(loaded[key], saved[key]) for key in saved)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("keep_output", [True, False])
+def test_fused_group_norm_conv_relu_equals_the_modules(dtype, keep_output):
+    torch.manual_seed(0)
+    conv = FanInConv(4, 6, 1.0, {"group_norm_groups": 2})
+    with torch.no_grad():
+        conv.norm.weight.normal_()
+        conv.norm.bias.normal_()
+    x = torch.randn(3, 4, 9, 9).to(memory_format=torch.channels_last)
+    grads = []
+    for fused in (True, False):
+        conv.zero_grad()
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = conv(leaf, keep_output=keep_output) if fused else torch.relu(conv.layer(conv.norm(leaf)))
+        assert out.dtype == dtype
+        out.float().square().sum().backward()
+        grads.append([out, leaf.grad, *(p.grad for p in conv.parameters())])
+    for ours, plain in zip(*grads, strict=True):
+        assert torch.equal(ours, plain)

@@ -55,10 +55,138 @@ class FanInConv(nn.Module):
             if self.layer.bias is not None:
                 self.layer.bias.zero_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep_output: bool = True, relu: bool = True) -> torch.Tensor:
+        """``keep_output=False`` when the caller does not keep the output for its own backward (a
+        residual sum): the fused path then keeps a 1-byte ReLU mask instead of the output.
+        ``relu=False`` leaves the ReLU to the caller (DownStack applies it after pooling)."""
+        if isinstance(self.norm, nn.GroupNorm) and torch.is_grad_enabled():
+            norm, conv = self.norm, self.layer
+            return GroupNormConvReLU.apply(
+                x,
+                norm.weight,
+                norm.bias,
+                conv.weight,
+                conv.bias,
+                norm.num_groups,
+                norm.eps,
+                keep_output,
+                relu,
+            )
         if self.norm is not None:
             x = self.norm(x)
-        return F.relu(self.layer(x))
+        x = self.layer(x)
+        return F.relu_(x) if relu else x
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast runs convolutions in on ``device``, None when autocast is off."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
+class GroupNormConvReLU(torch.autograd.Function):
+    """GroupNorm, 3x3 convolution, optional ReLU, keeping for backward only the input and the output (or
+    the output's ReLU mask) instead of also the normalised tensor and the pre-ReLU output.
+
+    The normalised tensor is a per-sample affine map of the input, so backward rebuilds it in one
+    pass from the input and the saved statistics. The input is kept anyway (the previous layer's
+    output, or a residual sum the next block needs), so per convolution one full activation less is
+    kept, and the ReLU runs in place. Under autocast the ops run in the dtypes autocast gives them
+    (GroupNorm in float32, the convolution in the autocast dtype). Outputs and gradients equal the
+    unfused modules'.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, x, norm_weight, norm_bias, weight, bias, groups: int, eps: float, keep_output: bool, relu: bool
+    ):
+        conv_dtype = _autocast_dtype(x.device)
+        n, c = x.shape[:2]
+        with torch.autocast(x.device.type, enabled=False):
+            z, mean, rstd = torch.native_group_norm(
+                x.float() if conv_dtype else x, norm_weight, norm_bias, n, c, x[0, 0].numel(), groups, eps
+            )
+            w, b = weight, bias
+            if conv_dtype is not None:
+                z, w = z.to(conv_dtype), weight.to(conv_dtype)
+                b = None if bias is None else bias.to(conv_dtype)
+            y = F.conv2d(z, w, b, padding=1)
+        del z
+        kept = (y if keep_output else y > 0) if relu else None
+        if relu:
+            y = F.relu_(y)
+        ctx.save_for_backward(x, norm_weight, norm_bias, weight, mean, rstd, kept)
+        ctx.conv_dtype, ctx.groups, ctx.has_bias = conv_dtype, groups, bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, norm_weight, norm_bias, weight, mean, rstd, kept = ctx.saved_tensors
+        need_x, need_nw, need_nb, need_w, need_b = ctx.needs_input_grad[:5]
+        if kept is None:
+            grad_c = grad
+        elif kept.dtype == torch.bool:
+            grad_c = grad * kept
+        else:
+            grad_c = torch.ops.aten.threshold_backward(grad, kept, 0)
+        del kept
+        n, c = x.shape[:2]
+        hw = x[0, 0].numel()
+        x32 = x.float() if ctx.conv_dtype else x
+        z = _group_norm_from_stats(x32, norm_weight, norm_bias, mean, rstd, ctx.groups)
+        w = weight
+        if ctx.conv_dtype is not None:
+            z, w = z.to(ctx.conv_dtype), weight.to(ctx.conv_dtype)
+        grad_z, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_c.to(z.dtype),
+            z,
+            w,
+            [weight.shape[0]] if ctx.has_bias else None,
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [need_x or need_nw or need_nb, need_w, need_b and ctx.has_bias],
+        )
+        del z, grad_c
+        grad_x = grad_nw = grad_nb = None
+        if grad_z is not None:
+            grad_x, grad_nw, grad_nb = torch.ops.aten.native_group_norm_backward(
+                grad_z.to(x32.dtype),
+                x32,
+                mean,
+                rstd,
+                norm_weight,
+                n,
+                c,
+                hw,
+                ctx.groups,
+                [need_x, need_nw, need_nb],
+            )
+            if grad_x is not None:
+                grad_x = grad_x.to(x.dtype)
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
+        if grad_b is not None:
+            grad_b = grad_b.to(weight.dtype)
+        return grad_x, grad_nw, grad_nb, grad_w, grad_b, None, None, None, None
+
+
+def _group_norm_from_stats(x, weight, bias, mean, rstd, groups: int) -> torch.Tensor:
+    """GroupNorm's output rebuilt from its input and the (N, groups) statistics it computed, as
+    ``x * a + b`` with per-(sample, channel) ``a``, ``b`` (as PyTorch's kernel computes it), in the
+    input's memory layout."""
+    n, c = x.shape[:2]
+    per_channel = (n, c) + (1,) * (x.ndim - 2)
+    scale = (rstd.repeat_interleave(c // groups, dim=1) * weight).view(per_channel)
+    shift = (
+        bias.view(1, c, *per_channel[2:])
+        - mean.repeat_interleave(c // groups, dim=1).view(per_channel) * scale
+    )
+    return torch.addcmul(shift, x, scale)
 
 
 class ResidualBlock(nn.Module):
@@ -71,26 +199,30 @@ class ResidualBlock(nn.Module):
         self.conv1 = FanInConv(chans, chans, root, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv1(self.conv0(x))
+        return x + self.conv1(self.conv0(x), keep_output=False)
 
 
-class MaxPoolRecomputingIndices(torch.autograd.Function):
-    """VPT's 3x3 stride-2 max-pool, whose backward finds the maxima again in its input instead of
-    keeping them as int64 indices (four times the size of the bf16 output, about a sixth of the
-    CNN's saved activations). The input costs nothing to keep: the ReLU before the pool keeps it.
-    Outputs and gradients are exactly those of ``F.max_pool2d``."""
+class MaxPoolCompactIndices(torch.autograd.Function):
+    """VPT's 3x3 stride-2 max-pool keeping for backward only where the maxima were, as int32
+    offsets: not its input (four times the output's size), nor int64 indices. The pool computes
+    the indices anyway; backward scatters the gradient to them. Outputs and gradients equal
+    ``F.max_pool2d``'s (the same kernel picks the same maxima, also among ties)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        y, indices = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, return_indices=True)
+        ctx.save_for_backward(indices.to(torch.int32))
+        ctx.input_shape, ctx.channels_last = x.shape, x.is_contiguous(memory_format=torch.channels_last)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        _, indices = F.max_pool2d(x, kernel_size=3, stride=2, padding=1, return_indices=True)
+        (indices,) = ctx.saved_tensors
+        layout = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        # The kernel reads only the input's shape and layout (on CPU these pages are never touched).
+        like = torch.empty(ctx.input_shape, dtype=grad.dtype, device=grad.device, memory_format=layout)
         return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad, x, [3, 3], [2, 2], [1, 1], [1, 1], False, indices
+            grad, like, [3, 3], [2, 2], [1, 1], [1, 1], False, indices.long()
         )
 
 
@@ -115,7 +247,9 @@ class DownStack(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = MaxPoolRecomputingIndices.apply(self.firstconv(x))
+        # ReLU after the max-pool instead of before (they commute: both monotone), on a quarter of
+        # the values; outputs and gradients are unchanged.
+        x = F.relu_(MaxPoolCompactIndices.apply(self.firstconv(x, relu=False)))
         if self.n is not None:
             x = self.n(x)
         for block in self.blocks:
@@ -180,5 +314,5 @@ class ImageEncoder(nn.Module):
         self.linear = FanInLinear(CNN_OUTSIZE, hidsize, 1.0, layer_norm=dense_layer_norm(norm), relu=True)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 3, 1, 2).float() / self.ob_scale
+        x = frames.permute(0, 3, 1, 2).to(torch.float32, copy=True).div_(self.ob_scale)
         return self.linear(self.cnn(x))
