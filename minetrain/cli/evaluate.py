@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from rich.table import Table
 from minetrain.cli.checkpoints import data_settings, open_checkpoint
 from minetrain.cli.progress import progress_bar
 from minetrain.errors import ConfigError
+from minetrain.files import atomic_write_text
 
 # Used when the checkpoint does not record its data settings (reference checkpoints): the seed's.
 DATA_DEFAULTS: dict[str, Any] = {
@@ -166,10 +166,7 @@ def _dataset(args: argparse.Namespace, settings: dict[str, Any]) -> Any:
 
 
 def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _table(name: str, results: dict[str, dict[str, Any]]) -> Table:

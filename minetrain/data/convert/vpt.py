@@ -47,6 +47,7 @@ from minetrain.data.store.handles import read_part_info
 from minetrain.data.store.lock import dataset_write_lock
 from minetrain.data.workers import die_with_parent
 from minetrain.errors import ConfigError, DataError
+from minetrain.files import fsync_directory
 
 KEY_BINDINGS = {
     "key.keyboard.w": "forward",
@@ -298,6 +299,7 @@ def _promote(shard: Path, out: Path) -> None:
             numbers = [layout.part_number(p) for p in layout.list_parts(target)]
             next_number = max((n for n in numbers if n is not None), default=-1) + 1
             os.rename(part, target / layout.part_name(next_number))
+        fsync_directory(target)
     shutil.rmtree(shard, ignore_errors=True)
 
 
