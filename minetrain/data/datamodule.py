@@ -26,6 +26,7 @@ before workers start and the memory is given back when iteration stops (``shm.py
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -453,3 +454,7 @@ class MineDataModule(pl.LightningDataModule):
             message="You're resuming from a checkpoint that ended before",
             category=PossibleUserWarning,
         )
+
+
+# MineDataModule's own arguments: a config's data section holds them beside the data_params.
+LOADER_PARAMS = tuple(name for name in inspect.signature(MineDataModule).parameters if name != "data_params")
