@@ -53,7 +53,7 @@ def _write_failure(exc: BaseException) -> str:
 
 
 # Files this process has verified, by identity: ``resume=auto`` verifies its pick and the load then
-# verifies it again, a second full read (about 2 s for a rocket1 checkpoint). Checkpoints are
+# verifies it again, a second full read of the whole checkpoint. Checkpoints are
 # replaced by rename, so a rewritten file has a new inode and is verified anew.
 _verified: set[tuple[int, int, int, int]] = set()
 
