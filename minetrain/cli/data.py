@@ -17,27 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from minetrain.cli import data_episodes, data_events, data_sample
+from minetrain.cli.arguments import count, frame_size, int_at_least, non_negative
 from minetrain.cli.progress import progress_bar
 from minetrain.errors import ConfigError
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _size(text: str) -> tuple[int, int]:
-    """``S`` or ``WxH`` -> (width, height)."""
-    try:
-        width, _, height = text.lower().partition("x")
-        size = (int(width), int(height or width))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected S or WxH, got {text!r}") from None
-    if min(size) < 2:
-        raise argparse.ArgumentTypeError(f"size must be at least 2x2, got {text!r}")
-    return size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,11 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     synth = sub.add_parser("synth", help="write a deterministic synthetic dataset (all modalities)")
     synth.add_argument("out", type=Path, help="output dataset dir")
-    synth.add_argument("--episodes", type=_positive, default=8)
-    synth.add_argument("--frames", type=_positive, default=300, help="mean frames per episode (+-25%%)")
-    synth.add_argument("--size", type=_positive, default=64, help="frame side in pixels (square frames)")
+    synth.add_argument("--episodes", type=count, default=8)
+    synth.add_argument("--frames", type=count, default=300, help="mean frames per episode (+-25%%)")
+    synth.add_argument(
+        "--size", type=int_at_least(16), default=64, help="frame side in pixels, >= 16 (square frames)"
+    )
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--chunk-size", type=_positive, default=32)
+    synth.add_argument("--chunk-size", type=count, default=32)
     synth.set_defaults(func=_synth)
 
     inspect = sub.add_parser(
@@ -67,12 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument(
         "--interactions", action="store_true", help="count interaction types from every segmentation chunk"
     )
-    inspect.add_argument("--jobs", type=_positive, default=1, help="worker processes for --interactions")
+    inspect.add_argument("--jobs", type=count, default=1, help="worker processes for --interactions")
     inspect.set_defaults(func=_inspect)
 
     verify = sub.add_parser("verify", help="decode every chunk; exit 1 if any is missing or corrupt")
     verify.add_argument("dirs", nargs="+", type=Path)
-    verify.add_argument("--jobs", type=_positive, default=1, help="worker processes")
+    verify.add_argument("--jobs", type=count, default=1, help="worker processes")
     verify.add_argument(
         "--require",
         action="append",
@@ -85,10 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     view = sub.add_parser("view", help="render an episode with masks, interaction types and actions")
     view.add_argument("dir", type=Path)
     view.add_argument("--episode", required=True)
-    view.add_argument("--start", type=int, default=0)
-    view.add_argument("--frames", type=_positive, default=16)
+    view.add_argument("--start", type=non_negative, default=0)
+    view.add_argument("--frames", type=count, default=16)
     view.add_argument("--out", type=Path, required=True, help="a .png (grid) or .mp4 (clip)")
-    view.add_argument("--columns", type=_positive, default=4, help="grid columns (png)")
+    view.add_argument("--columns", type=count, default=4, help="grid columns (png)")
     view.set_defaults(func=_view)
 
     convert = sub.add_parser("convert", help="convert raw recordings or annotations into the store")
@@ -109,9 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "src", type=Path, help="dir with <name>.mp4 and <name>.jsonl pairs (searched recursively)"
     )
     vpt.add_argument("out", type=Path, help="output dataset dir (created or extended)")
-    vpt.add_argument("--size", type=_size, default=(224, 224), help="frame size S or WxH (default 224)")
-    vpt.add_argument("--jobs", type=_positive, default=max(1, min(4, os.cpu_count() or 1)))
-    vpt.add_argument("--chunk-size", type=_positive, default=32)
+    vpt.add_argument("--size", type=frame_size, default=(224, 224), help="frame size S or WxH (default 224)")
+    vpt.add_argument("--jobs", type=count, default=max(1, min(4, os.cpu_count() or 1)))
+    vpt.add_argument("--chunk-size", type=count, default=32)
     vpt.add_argument(
         "--crf", type=int, default=23, help="H.264 quality of the stored chunks (lower = better)"
     )

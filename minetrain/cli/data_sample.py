@@ -14,14 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from minetrain.cli.arguments import count, non_negative
 from minetrain.errors import ConfigError
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
@@ -36,15 +30,15 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="dataset dirs")
     parser.add_argument("--out", type=Path, required=True, help="output .png")
-    parser.add_argument("--batch-size", type=_positive, default=4)
-    parser.add_argument("--win-len", type=_positive, default=16)
-    parser.add_argument("--skip-frame", type=_positive, default=1)
-    parser.add_argument("--size", type=_positive, default=128, help="frame side the loader resizes to")
-    parser.add_argument("--frames", type=_positive, default=8, help="frames drawn per window")
+    parser.add_argument("--batch-size", type=count, default=4)
+    parser.add_argument("--win-len", type=count, default=16)
+    parser.add_argument("--skip-frame", type=count, default=1)
+    parser.add_argument("--size", type=count, default=128, help="frame side the loader resizes to")
+    parser.add_argument("--frames", type=count, default=8, help="frames drawn per window")
     parser.add_argument("--split", choices=("train", "val"), default="train")
     parser.add_argument("--split-ratio", type=float, default=0.95)
-    parser.add_argument("--epoch", type=int, default=0)
-    parser.add_argument("--batch-index", type=int, default=0)
+    parser.add_argument("--epoch", type=non_negative, default=0)
+    parser.add_argument("--batch-index", type=non_negative, default=0)
     parser.add_argument("--condition-dropout", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_sample)

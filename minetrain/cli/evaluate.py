@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from minetrain.cli.arguments import count, device, frame_size, non_negative
 from minetrain.cli.checkpoints import data_settings, open_checkpoint
 from minetrain.cli.progress import progress_bar
 from minetrain.errors import ConfigError
+from minetrain.files import atomic_write_text
 
 # Used when the checkpoint does not record its data settings (reference checkpoints): the seed's.
 DATA_DEFAULTS: dict[str, Any] = {
@@ -46,42 +47,6 @@ COLUMNS = (
 CAPTION = (
     "cam nll/acc: frames whose camera moved; move prec: predicted moves that were real; cam err in degrees"
 )
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def device(text: str) -> str:
-    try:
-        torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device is available here; use cpu")
-    return text
-
-
-def frame_size(text: str) -> tuple[int, int]:
-    """``S`` or ``WxH`` -> (width, height)."""
-    try:
-        width, _, height = text.lower().partition("x")
-        size = (int(width), int(height or width))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected S or WxH, got {text!r}") from None
-    if min(size) < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return size
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -120,10 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="val",
         help="episodes to evaluate: the validation split training used, or all (default: %(default)s)",
     )
-    parser.add_argument("--batches", type=positive_int, help="evaluate at most this many batches")
+    parser.add_argument("--batches", type=count, help="evaluate at most this many batches")
     parser.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=count,
         default=4,
         help="episodes evaluated side by side (default: %(default)s)",
     )
@@ -131,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split-ratio", type=float, help="share of episodes in the train split (default: the checkpoint's)"
     )
     parser.add_argument(
-        "--workers", type=non_negative_int, default=0, help="DataLoader worker processes (default: 0)"
+        "--workers", type=non_negative, default=0, help="DataLoader worker processes (default: 0)"
     )
     parser.add_argument("--out", type=Path, help="report directory (default: ./eval-<checkpoint name>)")
     add_data_options(parser)
@@ -166,10 +131,7 @@ def _dataset(args: argparse.Namespace, settings: dict[str, Any]) -> Any:
 
 
 def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _table(name: str, results: dict[str, dict[str, Any]]) -> Table:

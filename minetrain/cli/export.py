@@ -20,6 +20,7 @@ from rich.console import Console
 
 from minetrain.cli.checkpoints import open_checkpoint
 from minetrain.errors import CheckpointError, ConfigError
+from minetrain.files import fsync_directory, temp_path
 from minetrain.models import Policy
 from minetrain.models.rocket_formats import save_reference_checkpoint, save_reference_pretrained
 
@@ -83,7 +84,7 @@ def export_directory(
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise ConfigError(f"{out_dir} exists and is not empty; pass --force to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    staging = temp_path(out_dir)
     previous = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -96,6 +97,7 @@ def export_directory(
             if previous.exists():
                 os.replace(previous, out_dir)
             raise
+        fsync_directory(out_dir.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(previous, ignore_errors=True)

@@ -235,6 +235,7 @@ def build_training(
     """The seed tutorial's objects, from the config (the policy's architecture from ``ckpt_path`` when
     resuming, see ``resumed_policy``)."""
     from minetrain.data import MineDataModule
+    from minetrain.data.datamodule import LOADER_PARAMS
     from minetrain.models import build_policy
     from minetrain.models.compiled import DEFAULT_BACKEND, compile_policy
     from minetrain.offline import MineLightning
@@ -267,15 +268,7 @@ def build_training(
         hyperparameters=convert_to_normal(cfg),
         **cfg.optim,
     )
-    loader_keys = (
-        "batch_size",
-        "num_workers",
-        "prefetch_factor",
-        "split_ratio",
-        "shuffle_episodes",
-        "episode_continuous_batch",
-        "shared_batch_ring",
-    )
+    loader_keys = LOADER_PARAMS
     data_params = {k: v for k, v in convert_to_normal(cfg.data).items() if k not in loader_keys}
     data_params["dataset_dirs"] = dataset_dirs(cfg)
     datamodule = MineDataModule(data_params=data_params, **{k: cfg.data[k] for k in loader_keys})

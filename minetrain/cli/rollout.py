@@ -20,8 +20,9 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 
 from minetrain.actions import BUTTONS, CAMERA_KEY, CAMERA_MAXVAL, env_to_agent
+from minetrain.cli.arguments import count, non_negative
 from minetrain.cli.checkpoints import data_settings, open_checkpoint
-from minetrain.cli.evaluate import DATA_DEFAULTS, add_data_options, non_negative_int, positive_int
+from minetrain.cli.evaluate import DATA_DEFAULTS, add_data_options
 from minetrain.errors import CheckpointError, ConfigError, DataError
 
 AGREE, DIFFER, NEUTRAL = (90, 220, 110), (255, 120, 80), (230, 230, 230)
@@ -43,11 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="dataset dir holding the episode")
     parser.add_argument("--episode", required=True, help="episode name (see `minetrain data inspect`)")
     parser.add_argument("--out", type=Path, required=True, help="output video (.mp4)")
-    parser.add_argument("--start", type=non_negative_int, default=0, help="first frame (default: 0)")
-    parser.add_argument("--frames", type=positive_int, default=200, help="number of frames (default: 200)")
-    parser.add_argument(
-        "--fps", type=positive_int, default=20, help="frames per second of the clip (default: 20)"
-    )
+    parser.add_argument("--start", type=non_negative, default=0, help="first frame (default: 0)")
+    parser.add_argument("--frames", type=count, default=200, help="number of frames (default: 200)")
+    parser.add_argument("--fps", type=count, default=20, help="frames per second of the clip (default: 20)")
     parser.add_argument("--ema", action="store_true", help="run the EMA weights")
     parser.add_argument("--png", type=Path, help="also write a PNG grid of 8 frames spread over the clip")
     add_data_options(parser)

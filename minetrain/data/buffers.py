@@ -74,9 +74,8 @@ def private_uint8(shape: tuple[int, ...]) -> torch.Tensor:
 
     Frames are written into a batch 150 KB at a time across hundreds of MB: with 4 KB pages every
     page is a TLB miss, and on a virtual machine the host may also map each page again after the
-    buffer sat idle. On the 2-core VM of bench_loader, copying 128 decoded 224x224 frames into a
-    buffer last written 0.5 s earlier (a batch of 8 windows ago) took 67-79 ms in torch's memory and
-    17-18 ms in huge pages; into one written just before, about 1 ms in either (decoding them: 55 ms).
+    buffer sat idle, so copying frames into a buffer last written a batch ago costs several times
+    more in 4 KB pages than in huge pages (``benchmarks/bench_loader.py`` measures the loader).
     Linux honours the advice when ``transparent_hugepage/enabled`` is ``madvise`` or ``always``.
     """
     size = math.prod(shape)

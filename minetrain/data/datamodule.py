@@ -26,6 +26,7 @@ before workers start and the memory is given back when iteration stops (``shm.py
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -39,6 +40,7 @@ from lightning.fabric.utilities.apply_func import apply_to_collection
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
 
+from minetrain.data.batching import stack_windows
 from minetrain.data.buffers import BatchRing
 from minetrain.data.dataset import RawDataset
 from minetrain.data.event_dataset import EVENT_PARAMS, EventDataset
@@ -76,17 +78,8 @@ def collate_windows(items: Sequence[Any] | dict[str, Any]) -> Any:
     """
     worker = get_worker_info()
     ring = getattr(worker.dataset, "batch_ring", None) if worker is not None else None
-    batch = items if isinstance(items, dict) else _stack_windows(items)
+    batch = items if isinstance(items, dict) else stack_windows(items)
     return ring.pack(worker.id, batch) if ring is not None else batch
-
-
-def _stack_windows(items: Sequence[Any]) -> Any:
-    first = items[0]
-    if isinstance(first, dict):
-        return {key: _stack_windows([item[key] for item in items]) for key in first}
-    if isinstance(first, torch.Tensor):
-        return torch.stack(list(items))
-    return list(items)
 
 
 def _worker_message(err: MinetrainError) -> str | None:
@@ -149,8 +142,9 @@ class WindowLoader(DataLoader):
         """``num_workers=0``: what torch's single-process iterator yields, without its profiler range.
 
         That iterator opens a ``record_function`` range around every batch, a dispatcher round trip
-        even when no profiler runs; on the 2-core VM of bench_loader, whose code pages go cold while
-        a batch decodes, it took 2-3 ms per batch. Lightning's profilers time the fetch themselves.
+        even when no profiler runs, costly when the code pages went cold while a batch decoded
+        (``benchmarks/bench_loader.py`` measures the loader). Lightning's profilers time the fetch
+        themselves.
         """
         pin = self.pin_memory and torch.accelerator.is_available()
         for indices in self.batch_sampler:
@@ -454,3 +448,7 @@ class MineDataModule(pl.LightningDataModule):
             message="You're resuming from a checkpoint that ended before",
             category=PossibleUserWarning,
         )
+
+
+# MineDataModule's own arguments: a config's data section holds them beside the data_params.
+LOADER_PARAMS = tuple(name for name in inspect.signature(MineDataModule).parameters if name != "data_params")

@@ -49,6 +49,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from minetrain.actions import CAMERA_KEY, ENV_KEYS, env_to_agent
 from minetrain.data.augment import VideoAugmentation
+from minetrain.data.batching import stack_windows
 from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng, no_condition
 from minetrain.data.store import TrajectoryStore
@@ -270,8 +271,8 @@ class RawDataset(Dataset):
 
         The frames of every window are decoded first and the rest read afterwards: switching
         between the video decoder and Python, LMDB and numpy work evicts each from the CPU caches
-        (a small LMDB read took 65 us right after a decode, 21 us in a row), so the switches are
-        made once per batch rather than once per window.
+        (a small LMDB read right after a decode is several times slower than the next), so the
+        switches are made once per batch rather than once per window.
         """
         count = len(indices)
         buffers = self._batch_buffers(count)
@@ -304,7 +305,7 @@ class RawDataset(Dataset):
                     VideoAugmentation.draw(self.seed, epoch, span.index).apply(frames)
             windows.append({**fields, **self._item_fields(span)})
         meta_info = [window.pop("meta_info") for window in windows] if self.enable_contractor_info else None
-        batch = _stack(windows)
+        batch = stack_windows(windows)
         if meta_info is not None:
             batch["meta_info"] = _stack_meta_info(meta_info, self.win_len)
         batch["image"] = buffers["image"]
@@ -504,19 +505,9 @@ def _stack_meta_info(windows: list[dict[str, list[Any]]], length: int) -> dict[s
 
 
 def _agent_action(env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # On the numpy views: the same arithmetic in a third of the time of small torch ops.
+    # On the numpy views: small torch ops cost a dispatcher round trip each.
     agent = env_to_agent({key: value.numpy() for key, value in env.items()})
     return {key: torch.from_numpy(value) for key, value in agent.items()}
-
-
-def _stack(values: list[Any]) -> Any:
-    """Batch per-window fields: arrays are stacked into tensors, strings and string lists kept per window."""
-    first = values[0]
-    if isinstance(first, dict):
-        return {key: _stack([value[key] for value in values]) for key in first}
-    if isinstance(first, np.ndarray):
-        return torch.from_numpy(np.stack(values))
-    return list(values)
 
 
 def _unbatch(batch: Any) -> Any:

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from minetrain.actions import BUTTONS, CAMERA_KEY
 from minetrain.data.store.codecs import encode_video
 from minetrain.errors import ConfigError
+from minetrain.files import atomic_path, atomic_write_bytes
 
 # Raw interaction ids (SPEC.md, "ROCKET-1 conditioning"); 1 is the reference's alias of 3.
 INTERACTION_NAMES = {
@@ -135,19 +136,10 @@ def make_grid(images: Sequence[np.ndarray], columns: int = 4, gap: int = 4) -> n
     return grid
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
     return path
 
 
@@ -156,5 +148,5 @@ def save_clip(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: int = 
     stack = np.stack(frames)
     stack = stack[:, : stack.shape[1] // 2 * 2, : stack.shape[2] // 2 * 2]
     path = Path(path)
-    _atomic_write(path, encode_video(np.ascontiguousarray(stack), fps=fps))
+    atomic_write_bytes(path, encode_video(np.ascontiguousarray(stack), fps=fps))
     return path

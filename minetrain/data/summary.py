@@ -62,9 +62,7 @@ class EpisodeRow:
 
 def present_modalities(dataset_dir: Path) -> list[str]:
     """Modalities with a folder in ``dataset_dir``; DataError for a missing, empty or foreign dir."""
-    layout.check_dataset_dir(dataset_dir)
-    with layout.permission_errors():
-        found = [m for m in MODALITIES if layout.modality_folder(dataset_dir, m) is not None]
+    found = layout.modalities_in(dataset_dir, MODALITIES)
     if not found:
         raise DataError(
             f"{dataset_dir}: no modality folder ({', '.join(MODALITIES)}); is this a dataset dir?"

@@ -9,7 +9,6 @@ what a checkpoint recorded into its constructor arguments (``checkpoint_kwargs``
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,26 +19,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from minetrain.errors import CheckpointError, ConfigError
+from minetrain.files import atomic_write_bytes, atomic_write_text
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 LIGHTNING_PREFIX = "mine_policy."
 # The key of config.json (and of a config's ``model`` section) naming the policy in the registry.
 NAME_KEY = "name"
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file.
-
-    ``write`` creates the temp file itself, so it gets the umask's mode like any new file (mkstemp's
-    would be 0600)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | Path) -> None:
@@ -50,10 +36,10 @@ def save_pretrained(model: torch.nn.Module, directory: str | Path) -> None:
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     # Serialised here and written by Python: safetensors' own file writer creates files 0600.
     payload = save(tensors, metadata={"format": "pt"})
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(payload))
+    atomic_write_bytes(directory / WEIGHTS_NAME, payload)
     config = {NAME_KEY: model.policy_name, **model.config}
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(directory / CONFIG_NAME, text)
 
 
 def checkpoint_kwargs(

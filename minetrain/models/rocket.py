@@ -62,7 +62,8 @@ class RocketPolicy(nn.Module):
     setting, not saved, and unused with ``checkpoint_backbone``, which keeps no activations.
 
     In eval mode without autograd (``get_action``, validation) the backbone runs as a derived copy
-    with BatchNorm folded into the convolutions, about 1.4x faster; outputs equal the unfolded
+    with BatchNorm folded into the convolutions, which is faster (streaming inference in
+    ``benchmarks/bench_model.py``); outputs equal the unfolded
     ones up to float rounding (1e-5 on the parity fixtures) and the copy is rebuilt whenever the
     weights change.
     """

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import save
 
 from minetrain.errors import CheckpointError
-from minetrain.models.checkpoint import CONFIG_NAME, LIGHTNING_PREFIX, WEIGHTS_NAME, atomic_write
+from minetrain.files import atomic_path, atomic_write_bytes, atomic_write_text
+from minetrain.models.checkpoint import CONFIG_NAME, LIGHTNING_PREFIX, WEIGHTS_NAME
 from minetrain.models.heads import ValueHead
 from minetrain.models.memory import N_BASIS
 
@@ -91,7 +92,8 @@ def save_reference_checkpoint(model: Any, path: str | Path) -> None:
         "state_dict": {LIGHTNING_PREFIX + key: value for key, value in reference_state_dict(model).items()},
         "hyper_parameters": {"model": reference_config(model)},
     }
-    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
 
 
 def save_reference_pretrained(model: Any, directory: str | Path) -> None:
@@ -100,6 +102,6 @@ def save_reference_pretrained(model: Any, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = save(reference_state_dict(model), metadata={"format": "pt"})
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: Path(tmp).write_bytes(payload))
+    atomic_write_bytes(directory / WEIGHTS_NAME, payload)
     text = json.dumps(reference_config(model), indent=2, sort_keys=True) + "\n"
-    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(directory / CONFIG_NAME, text)

@@ -16,11 +16,10 @@ legacy non-zip format) are loaded unchecked.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,71 +28,14 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from minetrain.errors import CheckpointError
+from minetrain.files import atomic_path
 
-TEMP_PREFIX = ".tmp-"
 ZIP_MAGIC = b"PK\x03\x04"
 _READ_CHUNK = 1 << 22
 
 
 def _is_local(path: str | Path) -> bool:
     return "://" not in str(path)
-
-
-def temp_path(path: str | Path) -> Path:
-    """Hidden name in the target's directory that an interrupted write leaves behind."""
-    path = Path(path)
-    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path to write; on success it is fsynced and renamed over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def _writer_is_running(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (if unsure, yes: its temp file is then kept)."""
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def remove_stale_temps(directory: str | Path) -> list[Path]:
-    """Delete the temp files in ``directory`` whose writer process is gone; return them.
-
-    The writer's pid ends the temp name (``temp_path``); temps of a live process belong to a write in
-    progress (another run writing to the same directory) and are kept.
-    """
-    directory = Path(directory)
-    removed: list[Path] = []
-    if not directory.is_dir():
-        return removed
-    for temp in directory.glob(f"{TEMP_PREFIX}*"):
-        pid = temp.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and not _writer_is_running(int(pid)):
-            temp.unlink(missing_ok=True)
-            removed.append(temp)
-    return removed
 
 
 def _write_failure(exc: BaseException) -> str:
@@ -111,7 +53,7 @@ def _write_failure(exc: BaseException) -> str:
 
 
 # Files this process has verified, by identity: ``resume=auto`` verifies its pick and the load then
-# verifies it again, a second full read (about 2 s for a rocket1 checkpoint). Checkpoints are
+# verifies it again, a second full read of the whole checkpoint. Checkpoints are
 # replaced by rename, so a rewritten file has a new inode and is verified anew.
 _verified: set[tuple[int, int, int, int]] = set()
 

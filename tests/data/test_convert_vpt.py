@@ -3,7 +3,8 @@ import pytest
 from fake_vpt import frame_colour, step, write_recording
 
 from minetrain.cli.main import main
-from minetrain.data.convert.vpt import VptOptions, convert_vpt, steps_to_actions
+from minetrain.data.convert.vpt import VptOptions, convert_vpt
+from minetrain.data.convert.vpt_actions import steps_to_actions
 from minetrain.data.store import TrajectoryStore
 from minetrain.errors import DataError
 

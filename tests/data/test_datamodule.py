@@ -223,3 +223,19 @@ def test_in_process_batches_reuse_the_memory_of_dropped_batches_only(dataset_dir
     kept = list(loader)
     assert [signature(batch) for batch in kept] == expected
     assert len({batch["image"].untyped_storage().data_ptr() for batch in kept}) == len(kept)
+
+
+def test_data_params_are_the_dataset_arguments() -> None:
+    """DATA_PARAMS is the one list of data_params keys: RawDataset's arguments the module does not set
+    itself, plus the mode; the loader's own arguments come from MineDataModule's signature."""
+    import inspect
+
+    from minetrain.data.datamodule import DATA_PARAMS, LOADER_PARAMS
+    from minetrain.data.dataset import RawDataset
+    from minetrain.data.event_dataset import EVENT_PARAMS, EventDataset
+
+    set_by_module = {"split", "split_ratio", "shuffle_episodes"}
+    dataset_args = set(inspect.signature(RawDataset).parameters) - set_by_module
+    assert set(DATA_PARAMS) == dataset_args | {"mode"}
+    assert set(EVENT_PARAMS) <= set(inspect.signature(EventDataset).parameters)
+    assert "batch_size" in LOADER_PARAMS and set(LOADER_PARAMS).isdisjoint(DATA_PARAMS)

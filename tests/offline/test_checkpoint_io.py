@@ -15,7 +15,8 @@ import torch
 from checkpoint_damage import flip_tensor_bytes
 
 from minetrain.errors import CheckpointError
-from minetrain.offline.checkpoint_io import MineCheckpointIO, newest_intact_checkpoint, remove_stale_temps
+from minetrain.files import remove_stale_temps
+from minetrain.offline.checkpoint_io import MineCheckpointIO, newest_intact_checkpoint
 
 WRITER = """
 import sys, torch

@@ -1,19 +1,8 @@
 """OpenAI VPT contractor recordings (``<name>.mp4`` + ``<name>.jsonl``) -> trajectory store.
 
-The per-frame rules are those of VPT's published loader (``data_loader.py`` and
-``run_inverse_dynamics_model.py`` in openai/Video-Pre-Training):
-
-* keys w/s/a/d/space/left.shift/left.control/q/e/1-9 -> forward/back/left/right/jump/sneak/sprint/
-  drop/inventory/hotbar.N; mouse buttons 0/1 -> attack/use (pickItem, swapHands and ESC are not part
-  of the env action and go to ``meta_info``);
-* camera = (dy, dx) * 360/2400 degrees, kept as float (VPT's loader writes it into an int array
-  and so truncates it by accident);
-* attack held from the first frame is "stuck" and ignored until it is newly pressed;
-* a hotbar change between frames (scroll wheel, not recorded as a key) sets ``hotbar.(N+1)``;
-* ESC while a GUI is open becomes ``inventory`` (how VPT's original training treated it: both
-  close the GUI); ESC without a GUI is dropped;
-* the mouse cursor is drawn on frames while a GUI is open, at the recorded position scaled from
-  the recorder's 720-row coordinates.
+The per-frame action rules (VPT's published loader) are in ``vpt_actions.py``. The mouse cursor
+is drawn on frames while a GUI is open, at the recorded position scaled from the recorder's
+720-row coordinates.
 
 Every frame is kept by default: the store has to stay frame-aligned with the source video (the
 segmentation annotations index its frames) and memory-based policies need real time steps. VPT's
@@ -25,7 +14,6 @@ Frames are resized with area interpolation (FFmpeg's swscale) and episode tails 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import shutil
@@ -34,37 +22,20 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
 from PIL import Image, ImageDraw
 
-from minetrain.actions import BUTTONS, CAMERA_KEY
 from minetrain.data.convert.report import ConversionReport
+from minetrain.data.convert.vpt_actions import read_jsonl, steps_to_actions
 from minetrain.data.store import DatasetWriter, Episode, layout
 from minetrain.data.store.handles import read_part_info
 from minetrain.data.store.lock import dataset_write_lock
 from minetrain.data.workers import die_with_parent
 from minetrain.errors import ConfigError, DataError
+from minetrain.files import fsync_directory
 
-KEY_BINDINGS = {
-    "key.keyboard.w": "forward",
-    "key.keyboard.s": "back",
-    "key.keyboard.a": "left",
-    "key.keyboard.d": "right",
-    "key.keyboard.space": "jump",
-    "key.keyboard.left.shift": "sneak",
-    "key.keyboard.left.control": "sprint",
-    "key.keyboard.q": "drop",
-    "key.keyboard.e": "inventory",
-    "key.keyboard.f": "swapHands",
-    "key.keyboard.escape": "ESC",
-    **{f"key.keyboard.{i}": f"hotbar.{i}" for i in range(1, 10)},
-}
-MOUSE_BUTTONS = {0: "attack", 1: "use", 2: "pickItem"}
-EXTRA_KEYS = ("ESC", "swapHands", "pickItem")  # recorded, not part of the env action
-CAMERA_DEGREES_PER_UNIT = 360.0 / 2400.0
 RECORDER_HEIGHT = 720  # mouse x/y are in the recorder's 720-row screen coordinates
 STAGING_DIR = ".staging"
 MAX_EPISODES_PER_SHARD = 64
@@ -99,100 +70,6 @@ def draw_cursor(frame: np.ndarray, x: int, y: int) -> None:
     alpha = patch[..., 3:].astype(np.float32) / 255.0
     region = frame[y0:y1, x0:x1].astype(np.float32)
     frame[y0:y1, x0:x1] = (region * (1 - alpha) + patch[..., :3] * alpha).astype(np.uint8)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """One dict per line; a DataError names the first line that is not a JSON object."""
-    steps = []
-    with path.open("rb") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                step = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path}: line {number} is not valid JSON ({exc})") from None
-            if not isinstance(step, dict):
-                raise DataError(f"{path}: line {number} is {type(step).__name__}, expected a JSON object")
-            steps.append(step)
-    if not steps:
-        raise DataError(f"{path}: holds no steps")
-    return steps
-
-
-def _field(step: dict, path: str, number: int, source: Path) -> Any:
-    value: Any = step
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise DataError(f"{source}: line {number} has no {path} field")
-        value = value[part]
-    return value
-
-
-def steps_to_actions(
-    steps: list[dict], source: Path = Path("<jsonl>")
-) -> tuple[dict[str, np.ndarray], np.ndarray, list[dict]]:
-    """Env actions, per-frame null flags and per-frame meta_info for one recording (VPT's rules)."""
-    n = len(steps)
-    action = {name: np.zeros(n, dtype=np.int64) for name in BUTTONS}
-    camera = np.zeros((n, 2), dtype=np.float64)
-    meta: list[dict] = []
-    attack_stuck = False
-    last_hotbar = 0
-    for i, step in enumerate(steps):
-        number = i + 1
-        mouse = _field(step, "mouse", number, source)
-        buttons = list(_field(step, "mouse.buttons", number, source))
-        new_buttons = list(_field(step, "mouse.newButtons", number, source))
-        keys = _field(step, "keyboard.keys", number, source)
-        gui_open = bool(_field(step, "isGuiOpen", number, source))
-        hotbar = int(_field(step, "hotbar", number, source))
-        if i == 0:
-            attack_stuck = new_buttons == [0]
-        elif attack_stuck and 0 in new_buttons:
-            attack_stuck = False
-        if attack_stuck:
-            buttons = [b for b in buttons if b != 0]
-        extras = dict.fromkeys(EXTRA_KEYS, 0)
-        for key in keys:
-            name = KEY_BINDINGS.get(key)
-            if name in action:
-                action[name][i] = 1
-            elif name is not None:
-                extras[name] = 1
-        if extras["ESC"] and gui_open:
-            action["inventory"][i] = 1
-        for button in buttons:
-            name = MOUSE_BUTTONS.get(button)
-            if name in action:
-                action[name][i] = 1
-            elif name is not None:
-                extras[name] = 1
-        camera[i] = (
-            float(_field(step, "mouse.dy", number, source)) * CAMERA_DEGREES_PER_UNIT,
-            float(_field(step, "mouse.dx", number, source)) * CAMERA_DEGREES_PER_UNIT,
-        )
-        if hotbar != last_hotbar:
-            action[f"hotbar.{hotbar + 1}"][i] = 1
-        last_hotbar = hotbar
-        info = {
-            "isGuiOpen": gui_open,
-            "cursor_x": float(mouse.get("x", 0.0)),
-            "cursor_y": float(mouse.get("y", 0.0)),
-            "hotbar": hotbar,
-            "source_frame": i,
-            **extras,
-        }
-        for key in ("yaw", "pitch", "xpos", "ypos", "zpos"):
-            if key in step:
-                info[key] = step[key]
-        meta.append(info)
-    action[CAMERA_KEY] = camera
-    pressed = np.stack([action[name] for name in BUTTONS]).any(axis=0)
-    null = ~pressed & ~camera.any(axis=1)
-    for info, is_null in zip(meta, null, strict=True):
-        info["null_action"] = bool(is_null)
-    return action, null, meta
 
 
 def read_frames(video: Path, meta: list[dict], size: tuple[int, int]) -> np.ndarray:
@@ -298,6 +175,7 @@ def _promote(shard: Path, out: Path) -> None:
             numbers = [layout.part_number(p) for p in layout.list_parts(target)]
             next_number = max((n for n in numbers if n is not None), default=-1) + 1
             os.rename(part, target / layout.part_name(next_number))
+        fsync_directory(target)
     shutil.rmtree(shard, ignore_errors=True)
 
 

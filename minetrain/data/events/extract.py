@@ -168,9 +168,7 @@ def index_events(
     is reported in ``failed`` and left out of the index, so the next run tries it again.
     """
     dataset_dir = Path(dataset_dir)
-    layout.check_dataset_dir(dataset_dir)
-    with layout.permission_errors():
-        present = [m for m in SOURCES if layout.modality_folder(dataset_dir, m) is not None]
+    present = layout.modalities_in(dataset_dir, SOURCES)
     if not present:
         raise DataError(
             f"{dataset_dir}: no segmentation/ or meta_info/ folder, the modalities events come from; "

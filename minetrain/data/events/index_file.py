@@ -26,6 +26,7 @@ import numpy as np
 
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import ConfigError, DataError
+from minetrain.files import atomic_path
 
 INDEX_NAME = "event_index.npz"
 REFERENCE_INDEX_NAME = "event"
@@ -208,12 +209,5 @@ def write_index(
     }
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     arrays.update({f"e{i}": occurrences[name] for i, name in enumerate(names)})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)

@@ -7,7 +7,7 @@ four pickled bookkeeping keys and one entry per chunk keyed ``str((episode_idx, 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -101,3 +101,10 @@ def check_dataset_dir(dataset_dir: Path) -> None:
         empty = not any(not p.name.startswith(".") for p in dataset_dir.iterdir())
     if empty:
         raise DataError(f"{dataset_dir}: dataset dir is empty; convert or copy a dataset into it")
+
+
+def modalities_in(dataset_dir: Path, modalities: Iterable[str]) -> list[str]:
+    """Those of ``modalities`` with a folder in ``dataset_dir`` (checked by ``check_dataset_dir``)."""
+    check_dataset_dir(dataset_dir)
+    with permission_errors():
+        return [m for m in modalities if modality_folder(dataset_dir, m) is not None]

@@ -342,7 +342,7 @@ class TrajectoryStore:
         size_c = location.chunk_size
         chunk_starts = range(start - start % size_c, stop, size_c)
         # Every chunk is read before any is decoded: a decode evicts LMDB's and Python's working
-        # set from the CPU caches, and a read right after one took 10x as long as the next read.
+        # set from the CPU caches, making a read right after one much slower than the next read.
         chunks = self.raw_chunks(episode, "image", chunk_starts)
         for chunk_start, data in zip(chunk_starts, chunks, strict=True):
             expected = min(size_c, location.num_frames - chunk_start)

@@ -24,6 +24,7 @@ from minetrain.data.store.episode import Episode
 from minetrain.data.store.handles import read_part_info
 from minetrain.data.store.lock import dataset_write_lock
 from minetrain.errors import ConfigError, DataError
+from minetrain.files import fsync_directory
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class _PartBuilder:
         self.env.close()
         self.final_path.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.tmp_path, self.final_path)
+        fsync_directory(self.final_path.parent)
 
     def discard(self) -> None:
         self.env.close()

@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from minetrain.errors import MinetrainError
-from minetrain.offline.checkpoint_io import install_checkpoint_io, remove_stale_temps
+from minetrain.files import remove_stale_temps
+from minetrain.offline.checkpoint_io import install_checkpoint_io
 from minetrain.offline.lightning_callbacks.ema import EMA
 
 EMA_SUFFIX = "-EMA"

@@ -1,0 +1,57 @@
+"""The CLI's argument types, one per meaning, so every command agrees on what it accepts.
+
+- ``count``: how many of something (episodes, frames, workers that must exist, batch size): >= 1.
+- ``non_negative``: a position or an optional amount (first frame, epoch, worker processes): >= 0.
+- ``frame_size``: ``S`` or ``WxH`` in pixels, each side >= 1 (the loader resizes to and the store
+  encodes any such size; a policy's own limit is checked by the policy).
+- ``device``: a torch device that exists here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+count = int_at_least(1)
+non_negative = int_at_least(0)
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """``S`` or ``WxH`` -> (width, height)."""
+    try:
+        width, _, height = text.lower().partition("x")
+        size = (int(width), int(height or width))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected S or WxH, got {text!r}") from None
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"each side must be >= 1 pixel, got {text!r}")
+    return size
+
+
+def device(text: str) -> str:
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device is available here; use cpu")
+    return text
