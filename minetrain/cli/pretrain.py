@@ -10,18 +10,13 @@ Lightning's own launchers (SLURM, torchrun, or its local DDP spawner).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shlex
-import shutil
 import sys
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +24,11 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from hydra.utils import get_original_cwd, to_absolute_path
+from hydra.utils import get_original_cwd
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.strategies.launchers import subprocess_script
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.markup import escape
@@ -41,106 +36,25 @@ from rich.table import Table
 
 from minetrain.cli.pretrain_config import (
     MODEL_COMPILE,
-    absolute_file_override,
     check_config,
     hydra_error,
     hydra_quote,
     model_arguments,
     prepare_overrides,
 )
+from minetrain.cli.pretrain_data import dataset_dirs
+from minetrain.cli.pretrain_run import (
+    CHECKPOINT_DIR,
+    WEIGHTS_DIR,
+    app_args,
+    print_next_commands,
+    resolve_ckpt_path,
+)
 from minetrain.errors import ConfigError, MinetrainError
-from minetrain.offline.lightning_callbacks.smart_checkpoint import full_checkpoints
 from minetrain.offline.utils import convert_to_normal
 
-CHECKPOINT_DIR = "checkpoints"
-WEIGHTS_DIR = "weights"
 # The Trainer arguments minetrain sets itself (not from trainer.*).
 TRAINER_OWN = ("logger", "callbacks", "default_root_dir", "use_distributed_sampler")
-# A run id every process of one distributed run sees, so that all ranks share one run dir (see README).
-RUN_ID_VARIABLES = ("MINETRAIN_RUN_ID", "TORCHELASTIC_RUN_ID")
-
-
-def run_id() -> str:
-    """The run dir's name: the launcher's run id when it gives one (torchrun --rdzv-id, a SLURM job step),
-    else the start time, which differs between processes started separately."""
-    for name in RUN_ID_VARIABLES:
-        value = os.environ.get(name, "")
-        if value and value != "none":
-            return value
-    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_STEP_ID"):
-        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-
-
-if not OmegaConf.has_resolver("minetrain_run_id"):
-    OmegaConf.register_new_resolver("minetrain_run_id", run_id, use_cache=True)
-
-
-def demo_dataset(cfg: DictConfig) -> Path:
-    """The synthetic demo dataset, generated once per set of parameters and reused."""
-    from minetrain.data.synth import write_synthetic_dataset
-
-    params = {k: cfg.demo_data[k] for k in ("episodes", "frames", "size", "seed")}
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    out = Path(to_absolute_path(cfg.demo_data.cache_dir)) / f"synth-{digest}"
-    if not (out / "image").is_dir():
-        Console(stderr=True).print(f"Generating the demo dataset in {out} (once) ...", markup=False)
-        # Written aside and renamed into place: every rank of a torchrun/SLURM run may get here at once,
-        # and an interrupted generation must not be taken for a dataset.
-        staging = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        write_synthetic_dataset(staging, **params)
-        try:
-            os.replace(staging, out)
-        except OSError:
-            # Another process put its (identical) copy in place first.
-            shutil.rmtree(staging, ignore_errors=True)
-    return out
-
-
-def dataset_dirs(cfg: DictConfig) -> list[str]:
-    raw = cfg.data.dataset_dirs
-    dirs = [raw] if isinstance(raw, str) else list(raw or [])
-    if not dirs and cfg.demo:
-        return [str(demo_dataset(cfg))]
-    if not dirs:
-        raise ConfigError("data.dataset_dirs is empty: give data.dataset_dirs=[DIR,...] on the command line")
-    return [to_absolute_path(str(d)) for d in dirs]
-
-
-def latest_checkpoint(outputs_root: Path) -> Path | None:
-    """The newest intact full checkpoint of any earlier run under ``outputs_root`` (one experiment name).
-
-    A newer one whose checksums fail (bit rot, a damaged copy) is named on stderr and passed over.
-    """
-    from minetrain.offline.checkpoint_io import newest_intact_checkpoint
-
-    def skipped(path: Path, reason: str) -> None:
-        print(f"resume=auto: passing over {path}: {reason}", file=sys.stderr)
-
-    candidates = full_checkpoints(outputs_root.glob(f"*/{CHECKPOINT_DIR}/*.ckpt"))
-    return newest_intact_checkpoint(candidates, skipped)
-
-
-def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    if cfg.ckpt_path and cfg.resume:
-        raise ConfigError("set either ckpt_path=... or resume=auto, not both")
-    if cfg.ckpt_path:
-        path = Path(to_absolute_path(str(cfg.ckpt_path)))
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path {path} does not exist; give a full checkpoint (.ckpt) file")
-        return str(path)
-    if cfg.resume is None:
-        return None
-    if cfg.resume != "auto":
-        raise ConfigError(f"resume={cfg.resume!r} is not understood; use resume=auto or ckpt_path=FILE")
-    found = latest_checkpoint(run_dir.parent)
-    if found is None:
-        Console(stderr=True).print(
-            f"resume=auto: no intact checkpoint under {run_dir.parent}, starting fresh"
-        )
-        return None
-    return str(found)
 
 
 def build_logger(cfg: DictConfig, run_dir: Path) -> Any:
@@ -300,58 +214,6 @@ def build_training(
     return module, datamodule, callbacks, summary
 
 
-def _app_args() -> list[str]:
-    """The config name (and a user config dir) this Hydra app was started with."""
-    hydra_cfg = HydraConfig.get()
-    args = ["--config-name", str(hydra_cfg.job.config_name)]
-    for source in hydra_cfg.runtime.config_sources:
-        if source.provider == "command-line":
-            args += ["--config-dir", str(source.path).removeprefix("file://")]
-    return args
-
-
-def _override_key(override: str) -> str:
-    return override.partition("=")[0].lstrip("+~")
-
-
-def last_full_checkpoint(run_dir: Path) -> Path | None:
-    """``last.ckpt`` of the run, else its newest full checkpoint."""
-    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-    if last.is_file():
-        return last
-    full = full_checkpoints((run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
-    return max(full, key=lambda p: p.stat().st_mtime, default=None)
-
-
-def next_commands(run_dir: Path, trainer: L.Trainer, cfg: DictConfig) -> dict[str, list[str]]:
-    """The commands that continue, evaluate and export this run, as argv lists that work from any directory:
-    paths absolute, path values quoted for Hydra, and a finished run extended rather than resumed to a
-    no-op."""
-    checkpoint = last_full_checkpoint(run_dir)
-    if checkpoint is None:
-        return {}
-    extend: dict[str, int] = {}
-    max_steps, max_epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs", -1)
-    if max_steps is not None and max_steps > 0 and trainer.global_step >= max_steps:
-        extend["trainer.max_steps"] = 2 * max_steps
-    elif max_epochs is not None and max_epochs > 0 and trainer.current_epoch >= max_epochs:
-        extend["trainer.max_epochs"] = 2 * max_epochs
-    dropped = ("resume", "ckpt_path", "data.dataset_dirs", *extend)
-    task = HydraConfig.get().overrides.task
-    overrides = [absolute_file_override(o) for o in task if _override_key(o) not in dropped]
-    data_dirs = dataset_dirs(cfg)
-    if cfg.data.dataset_dirs:
-        overrides.append(f"data.dataset_dirs=[{','.join(hydra_quote(d) for d in data_dirs)}]")
-    overrides += [f"{key}={value}" for key, value in extend.items()]
-    resume = ["minetrain", "pretrain", *_app_args(), *overrides, f"ckpt_path={hydra_quote(str(checkpoint))}"]
-    return {
-        "Resume": resume,
-        "Evaluate": ["minetrain", "evaluate", str(checkpoint.parent), *data_dirs],
-        "Export": ["minetrain", "export", str(checkpoint), str(run_dir / "export")]
-        + (["--ema"] if cfg.ema.enabled else []),
-    }
-
-
 def print_summary(run_dir: Path, summary: LossSummary, trainer: L.Trainer, cfg: DictConfig) -> None:
     console = Console()
     table = Table(title=escape(f"minetrain pretrain: {cfg.name} finished at step {trainer.global_step}"))
@@ -361,12 +223,11 @@ def print_summary(run_dir: Path, summary: LossSummary, trainer: L.Trainer, cfg: 
     for name, start, end in summary.rows():
         table.add_row(name, f"{start:.4f}", f"{end:.4f}")
     console.print(table)
-    # Paths and commands are printed as they are: rich would read "[/data/x]" as markup.
+    # Paths are printed as they are: rich would read "[/data/x]" as markup.
     files = sorted(p for p in run_dir.rglob("*") if p.suffix in (".ckpt", ".safetensors") and p.is_file())
     for path in files:
         console.print(f"  wrote {path}", soft_wrap=True, markup=False, highlight=False)
-    for label, command in next_commands(run_dir, trainer, cfg).items():
-        console.print(f"{label + ':':9} {shlex.join(command)}", soft_wrap=True, markup=False, highlight=False)
+    print_next_commands(console, run_dir, trainer, cfg)
 
 
 def ddp_child_command(local_rank: int) -> tuple[list[str], str]:
@@ -374,7 +235,7 @@ def ddp_child_command(local_rank: int) -> tuple[list[str], str]:
     run dir, as ``python -m minetrain.cli.pretrain`` (Lightning would re-run ``sys.argv``, which the
     ``minetrain`` console script does not reproduce)."""
     hydra_cfg = HydraConfig.get()
-    command = [sys.executable, "-m", "minetrain.cli.pretrain", *_app_args(), *hydra_cfg.overrides.task]
+    command = [sys.executable, "-m", "minetrain.cli.pretrain", *app_args(), *hydra_cfg.overrides.task]
     command += [
         f"hydra.run.dir={hydra_quote(str(hydra_cfg.runtime.output_dir))}",
         f"hydra.job.name=train_ddp_process_{local_rank}",

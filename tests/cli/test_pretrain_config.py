@@ -6,8 +6,10 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from minetrain.cli.pretrain import TRAINER_OWN, dataset_dirs, latest_checkpoint, resolve_ckpt_path
+from minetrain.cli.pretrain import TRAINER_OWN
 from minetrain.cli.pretrain_config import check_config
+from minetrain.cli.pretrain_data import dataset_dirs
+from minetrain.cli.pretrain_run import latest_checkpoint, resolve_ckpt_path
 from minetrain.errors import ConfigError
 
 

@@ -169,7 +169,7 @@ def test_hydra_quote_gives_back_the_value(value: str):
 
 
 def test_run_id_comes_from_the_launcher(monkeypatch: pytest.MonkeyPatch):
-    from minetrain.cli.pretrain import run_id
+    from minetrain.cli.pretrain_run import run_id
 
     for name in ("MINETRAIN_RUN_ID", "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_STEP_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -188,7 +188,7 @@ def test_demo_dataset_is_complete_after_an_interruption_or_a_concurrent_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import minetrain.data.synth as synth
-    from minetrain.cli.pretrain import demo_dataset
+    from minetrain.cli.pretrain_data import demo_dataset
 
     cfg = OmegaConf.create(
         {"demo_data": {"cache_dir": str(tmp_path), "episodes": 2, "frames": 40, "size": 32, "seed": 0}}

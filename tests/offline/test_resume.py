@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from offline_support import assert_same_state, finish, launch, load_final, read_batches, run
 
-from minetrain.cli.pretrain import latest_checkpoint
+from minetrain.cli.pretrain_run import latest_checkpoint
 
 N = 4
 
