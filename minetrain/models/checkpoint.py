@@ -76,14 +76,14 @@ def _names(keys: list[str], limit: int = 6) -> str:
     return f"{shown} (+{len(keys) - limit} more)" if len(keys) > limit else shown
 
 
-def load_strict(
+def check_fits(
     model: torch.nn.Module,
     state_dict: Mapping[str, torch.Tensor],
     source: str,
     remedy: str = "check the architecture and sizes the checkpoint was trained with",
 ) -> None:
-    """Load ``state_dict`` only if keys and shapes match exactly; otherwise name what differs (the first
-    few keys of each kind), the model's sizes and ``remedy``."""
+    """CheckpointError unless ``state_dict`` has exactly ``model``'s keys and shapes, naming what differs
+    (the first few keys of each kind), the model's sizes and ``remedy``."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -104,10 +104,20 @@ def load_strict(
     if problems:
         # Scalar sizes only: list- and dict-valued options would make the line unreadable.
         config = {k: v for k, v in getattr(model, "config", {}).items() if not isinstance(v, list | dict)}
+        sizes = f"({', '.join(f'{k}={v!r}' for k, v in config.items())})" if config else ""
         raise CheckpointError(
-            f"{source} does not fit {type(model).__name__}"
-            f"({', '.join(f'{k}={v!r}' for k, v in config.items())}): " + "; ".join(problems) + f"; {remedy}"
+            f"{source} does not fit {type(model).__name__}{sizes}: " + "; ".join(problems) + f"; {remedy}"
         )
+
+
+def load_strict(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    remedy: str = "check the architecture and sizes the checkpoint was trained with",
+) -> None:
+    """Load ``state_dict`` only if keys and shapes match exactly (``check_fits``)."""
+    check_fits(model, state_dict, source, remedy)
     model.load_state_dict(state_dict, strict=True)
 
 

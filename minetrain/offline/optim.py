@@ -23,6 +23,28 @@ SCHEDULES = ("constant", "cosine")
 _ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
+def check_optim_settings(
+    learning_rate: float, weight_decay: float, warmup_steps: int, lr_schedule: str, min_lr_ratio: float
+) -> None:
+    """ConfigError naming MineLightning's optimiser settings that are out of range."""
+    if (
+        not learning_rate > 0
+        or not weight_decay >= 0
+        or not isinstance(warmup_steps, int)
+        or warmup_steps < 0
+    ):
+        raise ConfigError(
+            f"MineLightning learning_rate={learning_rate!r}, weight_decay={weight_decay!r}, "
+            f"warmup_steps={warmup_steps!r}; expected lr > 0, weight_decay >= 0, integer warmup >= 0"
+        )
+    if lr_schedule not in SCHEDULES:
+        raise ConfigError(
+            f"MineLightning lr_schedule={lr_schedule!r}; expected one of {', '.join(SCHEDULES)}"
+        )
+    if not 0 <= min_lr_ratio <= 1:
+        raise ConfigError(f"MineLightning min_lr_ratio={min_lr_ratio!r}; expected a value in [0, 1]")
+
+
 def _is_decayed(module: nn.Module, name: str) -> bool:
     if isinstance(module, nn.Linear | nn.modules.conv._ConvNd):
         return name == "weight"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
 from minetrain.errors import CheckpointError, ConfigError, TrainingError
+from minetrain.models.checkpoint import check_fits
 from minetrain.models.inputs import check_interaction_ids, frame_size_of
 from minetrain.offline.checkpoint_io import install_checkpoint_io
 from minetrain.offline.memory import SlotMemory
@@ -26,7 +26,8 @@ from minetrain.offline.mine_callbacks.objective import (
     reference_batch,
     reference_latents,
 )
-from minetrain.offline.optim import SCHEDULES, build_scheduler, param_groups
+from minetrain.offline.optim import build_scheduler, check_optim_settings, param_groups
+from minetrain.offline.seeding import default_seed, step_seed
 from minetrain.offline.utils import convert_to_normal
 
 log = logging.getLogger(__name__)
@@ -35,23 +36,6 @@ log = logging.getLogger(__name__)
 STATE_KEY = "minetrain"
 STAGES = ("train", "val")
 STAGE_NAMES = {"train": "training", "val": "validation"}
-
-
-def step_seed(base_seed: int, stage: str, step: int, batch_idx: int, rank: int) -> int:
-    """Seed of the random draws (dropout) of one training batch.
-
-    A pure function of (run seed, step, batch index, rank), so a resumed run draws exactly what an
-    uninterrupted run draws, whatever else consumed the global RNG in between (data loading,
-    validation); the batch index tells apart the micro-batches of one accumulated step.
-    """
-    entropy = (base_seed, STAGES.index(stage), step, batch_idx, rank)
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _default_seed() -> int:
-    """The seed given to ``lightning.seed_everything`` if any, else the process's torch seed."""
-    seed = os.environ.get("PL_GLOBAL_SEED")
-    return int(seed) if seed is not None else torch.initial_seed() % 2**63
 
 
 def _objective_names(objectives: Sequence[ObjectiveCallback]) -> list[str]:
@@ -71,25 +55,6 @@ def _plain_attributes(obj: object) -> dict[str, Any]:
     }
 
 
-def _mismatch(loaded: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> str | None:
-    """A short description of how ``loaded`` does not fit ``expected``, or None when it fits."""
-    missing = [key for key in expected if key not in loaded]
-    unexpected = [key for key in loaded if key not in expected]
-    shapes = [
-        f"{key} {tuple(loaded[key].shape)} vs {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in loaded and tuple(loaded[key].shape) != tuple(value.shape)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
-    return "; ".join(parts) or None
-
-
 class MineLightning(L.LightningModule):
     """Offline training of ``mine_policy`` on the summed losses of objective callbacks.
 
@@ -102,7 +67,7 @@ class MineLightning(L.LightningModule):
       window does not continue the previous one. Training and validation keep separate memory;
       validation memory starts empty at each validation run. The training memory, the run seed and
       each slot's position are saved in full checkpoints, so a resumed run continues exactly.
-    - Dropout draws come from a per-step seed (see ``step_seed``).
+    - Dropout draws come from a per-step seed (see ``minetrain.offline.seeding.step_seed``).
     - Training metrics are averaged over ranks and written to the loggers every ``log_freq``
       steps; validation metrics are epoch means.
     - A non-finite loss stops training with a ``TrainingError`` naming the step and the batch.
@@ -146,22 +111,7 @@ class MineLightning(L.LightningModule):
                 )
         if not isinstance(log_freq, int) or log_freq < 1:
             raise ConfigError(f"MineLightning log_freq={log_freq!r}; expected an integer >= 1")
-        if (
-            not learning_rate > 0
-            or not weight_decay >= 0
-            or not isinstance(warmup_steps, int)
-            or warmup_steps < 0
-        ):
-            raise ConfigError(
-                f"MineLightning learning_rate={learning_rate!r}, weight_decay={weight_decay!r}, "
-                f"warmup_steps={warmup_steps!r}; expected lr > 0, weight_decay >= 0, integer warmup >= 0"
-            )
-        if lr_schedule not in SCHEDULES:
-            raise ConfigError(
-                f"MineLightning lr_schedule={lr_schedule!r}; expected one of {', '.join(SCHEDULES)}"
-            )
-        if not 0 <= min_lr_ratio <= 1:
-            raise ConfigError(f"MineLightning min_lr_ratio={min_lr_ratio!r}; expected a value in [0, 1]")
+        check_optim_settings(learning_rate, weight_decay, warmup_steps, lr_schedule, min_lr_ratio)
         self.mine_policy = mine_policy
         self.objectives = objectives
         self.objective_names = _objective_names(objectives)
@@ -172,7 +122,7 @@ class MineLightning(L.LightningModule):
         self.lr_schedule = lr_schedule
         self.min_lr_ratio = min_lr_ratio
         self.weight_decay_matrices_only = bool(weight_decay_matrices_only)
-        self.seed = _default_seed() if seed is None else int(seed)
+        self.seed = default_seed() if seed is None else int(seed)
         self.slot_memory = {stage: SlotMemory() for stage in STAGES}
         # Episodes of the windows this rank skipped for bad data in the current epoch; counts over the fit.
         self._skipped_now: dict[str, list[str]] = {stage: [] for stage in STAGES}
@@ -409,12 +359,8 @@ class MineLightning(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         path = self.trainer.ckpt_path if self._trainer is not None else None
-        problem = _mismatch(checkpoint["state_dict"], self.state_dict())
-        if problem:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this model: {problem}; resume with a checkpoint of the "
-                "same policy configuration"
-            )
+        remedy = "resume with a checkpoint of the same policy configuration"
+        check_fits(self, checkpoint["state_dict"], f"checkpoint {path}", remedy)
         if "optimizer_states" not in checkpoint:
             raise CheckpointError(
                 f"checkpoint {path} holds weights only; resume from a full checkpoint "

@@ -47,7 +47,10 @@ def test_checkpoint_of_another_model_and_weights_only_file(tiny_dataset: Path, t
         {"data": str(tiny_dataset), "out": str(tmp_path / "third"), "strategy": "auto", "num_workers": 0}
     )
     module.mine_policy = RocketPolicy(**{**TINY_POLICY, "hiddim": 64}, timesteps=8)
-    with pytest.raises(CheckpointError, match=r"does not fit this model: .*shape mismatches"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not fit MineLightning: .*shape mismatches: mine_policy\..*; resume with a checkpoint",
+    ):
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(full))
 
 
