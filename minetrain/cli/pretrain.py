@@ -344,8 +344,8 @@ def run(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m minetrain.cli.pretrain OVERRIDES`: how DDP ranks and torchrun start this app. It goes
-    # through `minetrain.cli.main` so the app runs from its module, not from this copy named __main__.
-    from minetrain.cli.main import main
+    # `python -m minetrain.cli.pretrain OVERRIDES`: how DDP ranks and torchrun start this app, as
+    # `minetrain pretrain` does: from the imported module, not from this second copy named __main__.
+    from minetrain.cli.pretrain import run as run_imported
 
-    sys.exit(main(["pretrain", *sys.argv[1:]]))
+    sys.exit(run_imported(sys.argv[1:]))

@@ -22,7 +22,7 @@ from rich.console import Console
 from minetrain.cli.pretrain_config import absolute_file_override, hydra_quote
 from minetrain.cli.pretrain_data import dataset_dirs
 from minetrain.errors import ConfigError
-from minetrain.offline.lightning_callbacks.smart_checkpoint import full_checkpoints
+from minetrain.models.checkpoint import full_checkpoints
 
 CHECKPOINT_DIR = "checkpoints"
 WEIGHTS_DIR = "weights"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,28 @@ CONFIG_NAME = "config.json"
 LIGHTNING_PREFIX = "mine_policy."
 # The key of config.json (and of a config's ``model`` section) naming the policy in the registry.
 NAME_KEY = "name"
+# What training writes besides the policy's weights (offline.lightning_callbacks), named here so that
+# loading reads them without importing the training side: the EMA weights inside a full checkpoint, and
+# the reference's name of the EMA weights file beside each checkpoint.
+EMA_STATE_KEY = "ema_state_dict"
+EMA_SUFFIX = "-EMA"
+CKPT_SUFFIX = ".ckpt"
+
+
+def full_checkpoints(paths: Iterable[Path]) -> list[Path]:
+    """The full checkpoint files among ``paths``: not the EMA weights beside them, nor hidden files."""
+    return [
+        path
+        for path in paths
+        if path.is_file() and not path.name.startswith(".") and not path.stem.endswith(EMA_SUFFIX)
+    ]
+
+
+def ema_path(filepath: str, extension: str = CKPT_SUFFIX) -> str:
+    """``name.ckpt`` -> ``name-EMA.ckpt`` (the reference library's naming)."""
+    if filepath.endswith(extension):
+        return filepath[: -len(extension)] + EMA_SUFFIX + extension
+    return filepath + EMA_SUFFIX
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | Path) -> None:

@@ -25,11 +25,16 @@ import torch
 
 from minetrain.errors import CheckpointError
 from minetrain.models.checkpoint import (
+    CKPT_SUFFIX,
+    EMA_STATE_KEY,
+    EMA_SUFFIX,
     LIGHTNING_PREFIX,
     NAME_KEY,
     WEIGHTS_NAME,
     build_and_load,
     check_name,
+    ema_path,
+    full_checkpoints,
     lightning_state_dict,
     load_strict,
     read_config,
@@ -39,7 +44,6 @@ from minetrain.models.checkpoint import (
 from minetrain.models.policy import Policy
 from minetrain.models.registry import DEFAULT_POLICY, policy_class
 
-CKPT_SUFFIX = ".ckpt"
 # Where MineLightning records its policy in a checkpoint's hyperparameters.
 POLICY_RECORD = ("mine_lightning", "policy")
 # The EMA shadow copy wraps the whole LightningModule under this attribute.
@@ -71,8 +75,6 @@ class LoadedCheckpoint:
 
 
 def _newest_checkpoint(directory: Path) -> Path | None:
-    from minetrain.offline.lightning_callbacks.smart_checkpoint import full_checkpoints
-
     found = full_checkpoints(directory.glob(f"*{CKPT_SUFFIX}"))
     return max(found, key=lambda p: (p.stat().st_mtime, p.name), default=None)
 
@@ -192,8 +194,6 @@ def read_checkpoint_dict(path: Path) -> Mapping[str, Any]:
 
 def _ema_from_state(original: Policy, state: Mapping[str, torch.Tensor], source: str) -> Policy:
     """A copy of ``original`` with the weights of an ``ema_state_dict`` (AveragedModel layout)."""
-    from minetrain.offline.lightning_callbacks.ema import EMA_STATE_KEY
-
     prefix = _AVERAGED_PREFIX + LIGHTNING_PREFIX
     weights = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
     ema = copy.deepcopy(original)
@@ -209,9 +209,6 @@ def load_checkpoint(path: str | Path, *, weights_only: bool = True) -> LoadedChe
     ``<name>-EMA.ckpt`` file written beside it. A file that is itself an ``-EMA`` file is loaded as
     plain weights.
     """
-    from minetrain.offline.lightning_callbacks.ema import EMA_STATE_KEY
-    from minetrain.offline.lightning_callbacks.smart_checkpoint import EMA_SUFFIX, ema_path
-
     source = resolve_checkpoint(path)
     original = _open(source, weights_only, {}, None).eval()
     loaded = LoadedCheckpoint(source=source, original=original)

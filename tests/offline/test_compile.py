@@ -18,10 +18,10 @@ from torch._dynamo.utils import counters
 
 from minetrain.data import MineDataModule
 from minetrain.models import RocketPolicy
+from minetrain.models.checkpoint import EMA_STATE_KEY
 from minetrain.models.compiled import compile_policy
 from minetrain.offline import MineLightning
 from minetrain.offline.lightning_callbacks import EMA, SmartCheckpointCallback
-from minetrain.offline.lightning_callbacks.ema import EMA_STATE_KEY
 from minetrain.offline.mine_callbacks import BehaviorCloneCallback
 
 TINY_MODEL = dict(backbone="test_efficientnet", hiddim=32, num_heads=2, num_layers=1, timesteps=8, mem_len=8)

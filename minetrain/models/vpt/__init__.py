@@ -1,6 +1,5 @@
 """OpenAI's VPT policy and loaders for its published weights and MineStudio's checkpoints."""
 
-from minetrain.models.vpt.load import load_vpt_policy
-from minetrain.models.vpt.policy import VPTPolicy
+from minetrain.models.vpt.policy import VPTPolicy, load_vpt_policy
 
 __all__ = ["VPTPolicy", "load_vpt_policy"]

@@ -1,7 +1,8 @@
 """Opening VPT weights as published: OpenAI's ``.model`` (pickled constructor kwargs) + ``.weights``
 (state dict) pairs, MineStudio's Lightning ``.ckpt`` files (``mine_policy.`` keys) and Hub-layout
 directories, and minetrain's own ``save_pretrained`` directories. Everything is read from local disk;
-no file runs code when read (``.model`` pickles go through the data-only unpickler).
+no file runs code when read (``.model`` pickles go through the data-only unpickler). The class to build
+is passed in (``VPTPolicy``, whose module holds ``load_vpt_policy``), so that this module does not import it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from typing import Any
 import torch
 
 from minetrain.data.store.safe_pickle import load_pickle
-from minetrain.errors import CheckpointError
+from minetrain.errors import CheckpointError, ConfigError
 from minetrain.models.checkpoint import LIGHTNING_PREFIX, build_and_load, read_weights
 from minetrain.models.checkpoint import read_lightning as read_torch_checkpoint
 from minetrain.models.vpt.formats import config_from_policy_kwargs
-from minetrain.models.vpt.policy import VPTPolicy, build_policy
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
@@ -66,14 +66,23 @@ def read_weights_file(path: str | Path, weights_only: bool = True) -> dict[str, 
     return dict(state_dict)
 
 
-def load_vpt_policy(
+def build_policy(cls: type, kwargs: Mapping[str, Any], source: str) -> Any:
+    """``cls(**kwargs)``; an argument it does not take is a ``ConfigError`` naming ``source``."""
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"cannot build {cls.__name__} for {source}: {exc}") from None
+
+
+def load_vpt_files(
+    cls: type,
     model_path: str | Path,
     weights_path: str | Path | None = None,
     *,
     weights_only: bool = True,
     **overrides: Any,
-) -> VPTPolicy:
-    """A ``VPTPolicy`` from OpenAI's or MineStudio's files, or from a ``save_pretrained`` directory.
+) -> Any:
+    """A ``cls`` (``VPTPolicy``) from OpenAI's or MineStudio's files, or from a ``save_pretrained`` directory.
 
     ``model_path`` is an OpenAI ``.model`` file (the architecture) and ``weights_path`` its
     ``.weights`` file or a MineStudio Lightning ``.ckpt`` fine-tuned from it; without
@@ -89,7 +98,7 @@ def load_vpt_policy(
             raise CheckpointError(
                 f"{model_path} is a directory with its own weights; pass weights_path only with a .model file"
             )
-        return VPTPolicy.from_pretrained(model_path, **overrides)
+        return cls.from_pretrained(model_path, **overrides)
     if not model_path.is_file():
         raise CheckpointError(f"VPT model file {model_path} does not exist")
     if model_path.suffix in (".ckpt", ".weights", ".safetensors"):
@@ -99,10 +108,10 @@ def load_vpt_policy(
         )
     architecture = read_model_file(model_path)
     if weights_path is None:
-        return build_policy(VPTPolicy, {**architecture, **overrides}, str(model_path))
+        return build_policy(cls, {**architecture, **overrides}, str(model_path))
     state_dict = read_weights_file(weights_path, weights_only)
     return build_and_load(
-        VPTPolicy,
+        cls,
         state_dict,
         architecture,
         str(weights_path),

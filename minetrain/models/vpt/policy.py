@@ -22,6 +22,7 @@ from minetrain.models.inputs import add_step_axis, carried_memory, parse_frames,
 from minetrain.models.memory import FanInLinear
 from minetrain.models.vpt.formats import recorded_kwargs
 from minetrain.models.vpt.impala import ImageEncoder, dense_layer_norm
+from minetrain.models.vpt.load import build_policy, load_vpt_files
 from minetrain.models.vpt.transformer import RecurrentTransformer
 
 # OpenAI's published foundation/BC/RL models (2x width): the defaults.
@@ -226,9 +227,7 @@ class VPTPolicy(nn.Module):
                 "(architecture) and the .weights file; for a random policy give neither, only the "
                 "architecture arguments"
             )
-        from minetrain.models.vpt.load import load_vpt_policy
-
-        return load_vpt_policy(model_path, weights_path, **kwargs)
+        return load_vpt_files(cls, model_path, weights_path, **kwargs)
 
     @staticmethod
     def checkpoint_kwargs(
@@ -251,12 +250,16 @@ class VPTPolicy(nn.Module):
         return checkpoint_files.load_pretrained_dir(cls, directory, **overrides)
 
 
-def build_policy(cls: type[VPTPolicy], kwargs: Mapping[str, Any], source: str) -> VPTPolicy:
-    """``cls(**kwargs)``; an argument it does not take is a ``ConfigError`` naming ``source``."""
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"cannot build VPTPolicy for {source}: {exc}") from None
+def load_vpt_policy(
+    model_path: str | Path,
+    weights_path: str | Path | None = None,
+    *,
+    weights_only: bool = True,
+    **overrides: Any,
+) -> VPTPolicy:
+    """A ``VPTPolicy`` from OpenAI's or MineStudio's files, or from a ``save_pretrained`` directory
+    (``minetrain.models.vpt.load.load_vpt_files``, which says what each argument may be)."""
+    return load_vpt_files(VPTPolicy, model_path, weights_path, weights_only=weights_only, **overrides)
 
 
 def _check_config(config: Mapping[str, Any]) -> None:

@@ -13,9 +13,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from minetrain.errors import ConfigError
+from minetrain.models.checkpoint import EMA_STATE_KEY
 
 # Key of the shadow weights in a full Lightning checkpoint.
-EMA_STATE_KEY = "ema_state_dict"
 # The AveragedModel wraps the LightningModule under this attribute name.
 _PREFIX = "module."
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +11,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from minetrain.errors import MinetrainError
 from minetrain.files import remove_stale_temps
+from minetrain.models.checkpoint import ema_path
 from minetrain.offline.checkpoint_io import install_checkpoint_io
 from minetrain.offline.lightning_callbacks.ema import EMA
-
-EMA_SUFFIX = "-EMA"
-
-
-def full_checkpoints(paths: Iterable[Path]) -> list[Path]:
-    """The full checkpoint files among ``paths``: not the EMA weights beside them, nor hidden files."""
-    return [
-        path
-        for path in paths
-        if path.is_file() and not path.name.startswith(".") and not path.stem.endswith(EMA_SUFFIX)
-    ]
-
-
-def ema_path(filepath: str, extension: str = ModelCheckpoint.FILE_EXTENSION) -> str:
-    """``name.ckpt`` -> ``name-EMA.ckpt`` (the reference library's naming)."""
-    if filepath.endswith(extension):
-        return filepath[: -len(extension)] + EMA_SUFFIX + extension
-    return filepath + EMA_SUFFIX
 
 
 class SmartCheckpointCallback(ModelCheckpoint):
