@@ -5,12 +5,16 @@
 - ``frame_size``: ``S`` or ``WxH`` in pixels, each side >= 1 (the loader resizes to and the store
   encodes any such size; a policy's own limit is checked by the policy).
 - ``device``: a torch device that exists here.
+
+``dataset_command`` adds a ``minetrain data`` subcommand over dataset dirs, the positional every such
+command takes the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -55,3 +59,17 @@ def device(text: str) -> str:
     if text.startswith("cuda") and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device is available here; use cpu")
     return text
+
+
+def dataset_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` over one or more dataset dirs (``args.dirs``), run by ``run``."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.add_argument("dirs", nargs="+", type=Path, help="dataset dirs")
+    parser.set_defaults(func=run)
+    return parser

@@ -8,15 +8,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from minetrain.cli.arguments import dataset_command
+
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
-    parser = data_subparsers.add_parser(
+    parser = dataset_command(
+        data_subparsers,
         "episodes",
+        _episodes,
         help="list episode names with their frame count per modality",
         description=(
             "One row per episode of each DIR: its name (for `data view --episode`), frames per modality "
@@ -24,9 +27,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
             "Lengths that disagree between modalities are marked with *; training uses the shortest."
         ),
     )
-    parser.add_argument("dirs", nargs="+", type=Path, help="dataset dirs")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    parser.set_defaults(func=_episodes)
 
 
 def _episodes(args: argparse.Namespace) -> int:

@@ -11,14 +11,17 @@ from pathlib import Path
 
 from rich.console import Console
 
+from minetrain.cli.arguments import dataset_command
 from minetrain.cli.progress import progress_bar
 
 TOP_EVENTS = 10
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
-    parser = data_subparsers.add_parser(
+    parser = dataset_command(
+        data_subparsers,
         "index-events",
+        _index_events,
         help="index where each event happens (for data_params mode='event')",
         description=(
             "Write <DIR>/event_index.npz: for every event name, its occurrences (episode, frame), from "
@@ -26,9 +29,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
             "episodes (or modalities) added since; unreadable episodes are listed and retried next time."
         ),
     )
-    parser.add_argument("dirs", nargs="+", type=Path, help="dataset dirs")
     parser.add_argument("--rebuild", action="store_true", help="index every episode again from scratch")
-    parser.set_defaults(func=_index_events)
 
 
 def _index_events(args: argparse.Namespace) -> int:

@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from minetrain.cli.arguments import count, non_negative
+from minetrain.cli.arguments import count, dataset_command, non_negative
 from minetrain.errors import ConfigError
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
-    parser = data_subparsers.add_parser(
+    parser = dataset_command(
+        data_subparsers,
         "sample",
+        _sample,
         help="write a preview image of one batch as the training loader produces it",
         description=(
             "Build MineDataModule over DIR... (episode-continuous batches, as in the seed) and draw "
@@ -28,7 +30,6 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
             "interaction types, events and actions."
         ),
     )
-    parser.add_argument("dirs", nargs="+", type=Path, help="dataset dirs")
     parser.add_argument("--out", type=Path, required=True, help="output .png")
     parser.add_argument("--batch-size", type=count, default=4)
     parser.add_argument("--win-len", type=count, default=16)
@@ -41,7 +42,6 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-index", type=non_negative, default=0)
     parser.add_argument("--condition-dropout", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(func=_sample)
 
 
 def _batch(args: argparse.Namespace) -> dict[str, Any]:
