@@ -7,12 +7,13 @@
 - ``device``: a torch device that exists here.
 
 ``dataset_command`` adds a ``minetrain data`` subcommand over dataset dirs, the positional every such
-command takes the same way.
+command takes the same way, documented by the docstring of the function that runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,11 +66,13 @@ def dataset_command(
     subparsers: argparse._SubParsersAction,
     name: str,
     run: Callable[[argparse.Namespace], int],
-    help: str,
-    description: str,
 ) -> argparse.ArgumentParser:
-    """The parser of subcommand ``name`` over one or more dataset dirs (``args.dirs``), run by ``run``."""
-    parser = subparsers.add_parser(name, help=help, description=description)
+    """The parser of subcommand ``name`` over one or more dataset dirs (``args.dirs``), run by ``run``,
+    whose docstring's first line is the command's one-line help and the rest its description."""
+    summary, _, details = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
+    # A docstring's sentence, in the style of the other commands' help: lower case, no full stop.
+    one_line = summary[:1].lower() + summary[1:].removesuffix(".")
+    parser = subparsers.add_parser(name, help=one_line, description=details or summary)
     parser.add_argument("dirs", nargs="+", type=Path, help="dataset dirs")
     parser.set_defaults(func=run)
     return parser

@@ -16,21 +16,16 @@ from minetrain.cli.arguments import dataset_command
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
-    parser = dataset_command(
-        data_subparsers,
-        "episodes",
-        _episodes,
-        help="list episode names with their frame count per modality",
-        description=(
-            "One row per episode of each DIR: its name (for `data view --episode`), frames per modality "
-            "('-' where the modality lacks it) and whether training can use it (every modality has it). "
-            "Lengths that disagree between modalities are marked with *; training uses the shortest."
-        ),
-    )
+    parser = dataset_command(data_subparsers, "episodes", _episodes)
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
 
 def _episodes(args: argparse.Namespace) -> int:
+    """List episode names with their frame count per modality.
+
+    One row per episode of each DIR: its name (for `data view --episode`), frames per modality ('-'
+    where the modality lacks it) and whether training can use it (every modality has it). Lengths that
+    disagree between modalities are marked with *; training uses the shortest."""
     from minetrain.data.store import MODALITIES
     from minetrain.data.summary import episode_rows
 

@@ -18,21 +18,16 @@ TOP_EVENTS = 10
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
-    parser = dataset_command(
-        data_subparsers,
-        "index-events",
-        _index_events,
-        help="index where each event happens (for data_params mode='event')",
-        description=(
-            "Write <DIR>/event_index.npz: for every event name, its occurrences (episode, frame), from "
-            "the meta_info 'events' field and the segmentation interactions. Reruns index only the "
-            "episodes (or modalities) added since; unreadable episodes are listed and retried next time."
-        ),
-    )
+    parser = dataset_command(data_subparsers, "index-events", _index_events)
     parser.add_argument("--rebuild", action="store_true", help="index every episode again from scratch")
 
 
 def _index_events(args: argparse.Namespace) -> int:
+    """Index where each event happens (for data_params mode='event').
+
+    Write <DIR>/event_index.npz: for every event name, its occurrences (episode, frame), from the
+    meta_info 'events' field and the segmentation interactions. Reruns index only the episodes (or
+    modalities) added since; unreadable episodes are listed and retried next time."""
     from minetrain.data.events import index_events
 
     console = Console(stderr=True)

@@ -19,17 +19,7 @@ from minetrain.errors import ConfigError
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
-    parser = dataset_command(
-        data_subparsers,
-        "sample",
-        _sample,
-        help="write a preview image of one batch as the training loader produces it",
-        description=(
-            "Build MineDataModule over DIR... (episode-continuous batches, as in the seed) and draw "
-            "batch --batch-index of the chosen split and epoch: frames, conditioning masks, "
-            "interaction types, events and actions."
-        ),
-    )
+    parser = dataset_command(data_subparsers, "sample", _sample)
     parser.add_argument("--out", type=Path, required=True, help="output .png")
     parser.add_argument("--batch-size", type=count, default=4)
     parser.add_argument("--win-len", type=count, default=16)
@@ -105,6 +95,11 @@ def draw_batch(batch: dict[str, Any], frames: int) -> np.ndarray:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    """Write a preview image of one batch as the training loader produces it.
+
+    Build MineDataModule over DIR... (episode-continuous batches, as in the seed) and draw batch
+    --batch-index of the chosen split and epoch: frames, conditioning masks, interaction types, events
+    and actions."""
     from minetrain.data.render import save_png
 
     if args.out.suffix.lower() != ".png":

@@ -26,6 +26,8 @@ CONFIG_NAME = "config.json"
 LIGHTNING_PREFIX = "mine_policy."
 # The key of config.json (and of a config's ``model`` section) naming the policy in the registry.
 NAME_KEY = "name"
+# What a weights-do-not-fit error advises unless the caller knows better.
+REMEDY = "check the architecture and sizes the checkpoint was trained with"
 # What training writes besides the policy's weights (offline.lightning_callbacks), named here so that
 # loading reads them without importing the training side: the EMA weights inside a full checkpoint, and
 # the reference's name of the EMA weights file beside each checkpoint.
@@ -80,7 +82,7 @@ def build_and_load(
     config: Mapping[str, Any],
     source: str,
     overrides: Mapping[str, Any],
-    remedy: str = "check the architecture and sizes the checkpoint was trained with",
+    remedy: str = REMEDY,
 ) -> Any:
     """Construct ``cls`` from the recorded config (and ``overrides``) and load the weights strictly
     (``remedy``: what the error advises when they do not fit)."""
@@ -99,10 +101,7 @@ def _names(keys: list[str], limit: int = 6) -> str:
 
 
 def check_fits(
-    model: torch.nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    source: str,
-    remedy: str = "check the architecture and sizes the checkpoint was trained with",
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, remedy: str = REMEDY
 ) -> None:
     """CheckpointError unless ``state_dict`` has exactly ``model``'s keys and shapes, naming what differs
     (the first few keys of each kind), the model's sizes and ``remedy``."""
@@ -133,10 +132,7 @@ def check_fits(
 
 
 def load_strict(
-    model: torch.nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    source: str,
-    remedy: str = "check the architecture and sizes the checkpoint was trained with",
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, remedy: str = REMEDY
 ) -> None:
     """Load ``state_dict`` only if keys and shapes match exactly (``check_fits``)."""
     check_fits(model, state_dict, source, remedy)
