@@ -231,10 +231,6 @@ class RawDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def locate(self, index: int) -> tuple[int, int]:
-        """(episode position, window number) of a window index."""
-        return self.windows.locate(index)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         """One window: the batch of ``[index]`` without its batch axis."""
         return _unbatch(self.__getitems__([index]))

@@ -122,7 +122,7 @@ class WindowIndex:
         if self.anchors is None:
             start, name = window * self.win_len * k, f"window {window} of episode {episode}"
         else:
-            _, event, frame = self.item_info(index)
+            event, frame = self.anchors.names[self.anchors.event[index]], int(self.anchors.frame[index])
             start = window_start(frame, self.win_len, k, self.anchors.bias)
             name = f"the {event} window of episode {episode} at frame {frame}"
         padding = -(-max(0, -start) // k)

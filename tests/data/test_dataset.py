@@ -71,7 +71,7 @@ def test_windows_hold_the_store_frames_and_actions(dataset_dir, skip):
     store = TrajectoryStore([str(dataset_dir)])
     assert data.window_counts == [-(-n // (8 * skip)) for n in LENGTHS]
     for index in range(len(data)):
-        position, window = data.locate(index)
+        position, window = data.windows.locate(index)
         episode, length = data.episodes[position], data.windows.lengths[position]
         start = window * 8 * skip
         stop = min(start + 8 * skip, length)
