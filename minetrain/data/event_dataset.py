@@ -88,13 +88,13 @@ class EventDataset(RawDataset):
             query_events(self.dataset_dirs, self.event_regex),
             self.store.episodes,
             episodes,
-            self.win_len,
-            self.skip_frame,
-            self.bias,
-            self.min_nearby,
-            self.max_within,
-            self.seed,
-            self.event_regex,
+            win_len=self.win_len,
+            skip_frame=self.skip_frame,
+            bias=self.bias,
+            min_nearby=self.min_nearby,
+            max_within=self.max_within,
+            seed=self.seed,
+            event_regex=self.event_regex,
         )
 
     @property

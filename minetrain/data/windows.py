@@ -70,7 +70,7 @@ class WindowSpan(NamedTuple):
         return len(range(self.start, self.stop, stride))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Anchors:
     """Event mode's per-item data: the event (an id into ``names``) and the frame it happens at."""
 
@@ -181,6 +181,7 @@ def event_windows(
     found: Occurrences,
     usable: Mapping[str, int],
     episodes: Sequence[str],
+    *,
     win_len: int,
     skip_frame: int,
     bias: int = 0,
