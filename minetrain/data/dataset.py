@@ -1,10 +1,9 @@
 """``RawDataset``: fixed-length windows of consecutive frames, one episode per window.
 
-Episode e of usable length L is cut into ``ceil(L / (win_len * skip_frame))`` windows; window w
-covers the frames ``[w * win_len * skip_frame, (w + 1) * win_len * skip_frame)`` and keeps every
-``skip_frame``-th one. The last window of an episode is padded on the right to ``win_len`` frames.
-Windows are indexed episode after episode (``window_counts`` gives the count per episode), the
-indexing ``EpisodeContinuousBatchSampler`` expects.
+Which frames each item reads is the dataset's ``WindowIndex`` (``windows.py``): in raw mode
+episode e of usable length L is cut into ``ceil(L / (win_len * skip_frame))`` windows of every
+``skip_frame``-th frame, the last one padded on the right to ``win_len`` frames; ``EventDataset``
+builds its index from event occurrences instead, and is otherwise this dataset.
 
 With ``skip_frame = k > 1`` a kept frame t stands for the k frames [t, t + k) before the next kept
 frame, so its env action aggregates theirs: camera moves are summed and every other key takes its
@@ -37,11 +36,9 @@ nothing to the loss and keeps batch shapes and slot positions, and the DataLoade
 from __future__ import annotations
 
 import logging
-import math
 import os
-import random
-from collections.abc import Collection, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -54,37 +51,12 @@ from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng, no_condition
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import check_image_format
+from minetrain.data.windows import WindowIndex, WindowSpan, raw_windows, split_episodes
 from minetrain.errors import ConfigError, DataError, UnsafeDataError
 
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("raise", "skip")
-
-
-def split_episodes(
-    episodes: Sequence[str],
-    split: str,
-    split_ratio: float,
-    shuffle: bool,
-    seed: int,
-    apart: Collection[str] = (),
-) -> list[str]:
-    """The episodes of ``split``: train is the first ``int(n * split_ratio)`` of the (seeded) shuffle.
-
-    The shuffle is Python's ``random.Random(seed).shuffle`` of the name-sorted episodes, the one the
-    reference (MineStudio) uses, so both libraries hold out the same validation episodes. Episodes
-    in ``apart`` (those the reference leaves out: their modalities disagree on their length) are
-    split the same way among themselves and appended, so they do not move the others.
-    """
-
-    def cut(order: list[str]) -> list[str]:
-        if shuffle:
-            random.Random(seed).shuffle(order)
-        divider = int(len(order) * split_ratio)
-        return order[:divider] if split == "train" else order[divider:]
-
-    extra = set(apart)
-    return cut([e for e in episodes if e not in extra]) + cut([e for e in episodes if e in extra])
 
 
 def aggregate_actions(action: dict[str, np.ndarray], stride: int) -> dict[str, np.ndarray]:
@@ -190,7 +162,7 @@ class RawDataset(Dataset):
         # yuv420: frames are batched as stored, (height, width), and resized on the policy's device.
         self.stored_size = self._check_yuv420(resize_interpolation) if image_format == "yuv420" else None
         self.dataset_dirs = self.store.dataset_dirs
-        names = split_episodes(
+        episodes = split_episodes(
             list(self.store.episodes),
             split,
             split_ratio,
@@ -198,11 +170,7 @@ class RawDataset(Dataset):
             self.seed,
             apart=self.store.length_mismatches,
         )
-        self.episode_lengths = [self.store.episodes[name] for name in names]
-        self.episodes = names
-        span = self.win_len * self.skip_frame
-        self.window_counts = [math.ceil(length / span) for length in self.episode_lengths]
-        self.offsets = np.concatenate([[0], np.cumsum(self.window_counts)]).astype(np.int64)
+        self.windows = self.index_windows(episodes)
         # The epoch lives in shared memory so persistent DataLoader workers see set_epoch().
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._buffers = BufferPool()
@@ -240,22 +208,28 @@ class RawDataset(Dataset):
         """The epoch that seeds relabelling and dropout (with the seed and item index)."""
         self._epoch.fill_(int(epoch))
 
+    def index_windows(self, episodes: list[str]) -> WindowIndex:
+        """The items over the split's ``episodes``: every window of each (``EventDataset``: its events)."""
+        lengths = [self.store.episodes[name] for name in episodes]
+        return raw_windows(episodes, lengths, self.win_len, self.skip_frame)
+
+    @property
+    def episodes(self) -> list[str]:
+        """The split's episodes, in item order."""
+        return self.windows.episodes
+
+    @property
+    def window_counts(self) -> list[int]:
+        """Items per episode, what ``EpisodeContinuousBatchSampler`` takes."""
+        return self.windows.counts
+
     @property
     def episodes_with_items(self) -> list[tuple[str, int, int]]:
         """(episode, number of windows, index of its first window), as the reference names it."""
-        return [
-            (e, n, int(o)) for e, n, o in zip(self.episodes, self.window_counts, self.offsets, strict=False)
-        ]
+        return self.windows.episodes_with_items
 
     def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def locate(self, index: int) -> tuple[int, int]:
-        """(episode position, window number) of a window index."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"window {index} is outside 0..{len(self) - 1}")
-        episode = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        return episode, index - int(self.offsets[episode])
+        return len(self.windows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """One window: the batch of ``[index]`` without its batch axis."""
@@ -278,7 +252,7 @@ class RawDataset(Dataset):
         buffers = self._batch_buffers(count)
         image = buffers["image"].numpy()
         obj_mask = buffers["obj_mask"].numpy() if "obj_mask" in buffers else None
-        spans = [self._span(int(index)) for index in indices]
+        spans = [self.windows.span(int(index)) for index in indices]
         failed: set[int] = set()
         for row, span in enumerate(spans):
             if self._attempt(span, self._read_frames, span, image[row]) is None:
@@ -303,7 +277,7 @@ class RawDataset(Dataset):
                 if real.size:
                     frames = image[row][real[0] : real[-1] + 1]
                     VideoAugmentation.draw(self.seed, epoch, span.index).apply(frames)
-            windows.append({**fields, **self._item_fields(span)})
+            windows.append({**fields, **self.windows.item_fields(span.index)})
         meta_info = [window.pop("meta_info") for window in windows] if self.enable_contractor_info else None
         batch = stack_windows(windows)
         if meta_info is not None:
@@ -340,18 +314,6 @@ class RawDataset(Dataset):
             if buffers is not None:
                 return buffers
         return {key: shared_uint8(shape) for key, shape in shapes.items()}
-
-    def _span(self, index: int) -> WindowSpan:
-        """Which frames item ``index`` reads; subclasses with other windows override it."""
-        position, window = self.locate(index)
-        episode, span = self.episodes[position], self.win_len * self.skip_frame
-        start = window * span
-        stop = min(start + span, self.episode_lengths[position])
-        return WindowSpan(index, episode, start, stop, 0, f"window {window} of episode {episode}")
-
-    def _item_fields(self, span: WindowSpan) -> dict[str, Any]:
-        """Fields of an item beyond what its frames hold (none here; events add their name)."""
-        return {}
 
     def _attempt(self, span: WindowSpan, read: Any, *args: Any) -> Any:
         """``read(*args)``; with ``on_error='skip'`` a ``DataError`` is logged and gives None.
@@ -454,24 +416,6 @@ class RawDataset(Dataset):
         if self.enable_contractor_info:
             fields["meta_info"] = {}
         return fields
-
-
-class WindowSpan(NamedTuple):
-    """The frames [start, stop) item ``index`` reads from ``episode``, before striding.
-
-    ``padding`` padding frames come before them (windows reaching back before the episode start);
-    ``name`` says which window it is in messages.
-    """
-
-    index: int
-    episode: str
-    start: int
-    stop: int
-    padding: int
-    name: str
-
-    def frames(self, stride: int) -> int:
-        return len(range(self.start, self.stop, stride))
 
 
 def _shift_right(value: Any, steps: int) -> Any:

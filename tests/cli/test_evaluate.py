@@ -47,7 +47,7 @@ def test_evaluate_run_dir_writes_report_plot_and_table(
     for weights in report["results"].values():
         overall = weights[ALL]
         assert overall["frames"] == sum(RawDataset(eval_dataset, split="val", split_ratio=0.5,
-                                                   shuffle_episodes=True).episode_lengths)  # fmt: skip
+                                                   shuffle_episodes=True).windows.lengths)  # fmt: skip
         for name in METRIC_FRAMES:
             assert overall[name] is not None and math.isfinite(overall[name]), name
         assert 0.0 <= overall["buttons_acc"] <= 1.0

@@ -28,7 +28,7 @@ def dataset(path, **kwargs):
 def test_meta_info_is_per_frame_values_with_none_on_padding(dataset_dir):
     data = dataset(dataset_dir, enable_contractor_info=True)
     store = TrajectoryStore(dataset_dir, modalities=("meta_info",))
-    last = data.offsets[1] - 1  # the last window of the first episode: 4 real frames, 4 padding
+    last = data.windows.offsets[1] - 1  # the last window of the first episode: 4 real frames, 4 padding
     batch = data.__getitems__([0, int(last)])
     episode = data.episodes[0]
     frames = store.read(episode, "meta_info", 0, LENGTHS[0])
@@ -99,7 +99,7 @@ def test_augmentation_is_one_draw_per_window_deterministic_per_item_and_epoch(da
     plain = dataset(dataset_dir)
     augmented = dataset(dataset_dir, enable_video_aug=True)
     again = dataset(dataset_dir, enable_video_aug=True)
-    last = int(augmented.offsets[1] - 1)
+    last = int(augmented.windows.offsets[1] - 1)
     a, b, ref = (
         augmented.__getitems__([0, last]),
         again.__getitems__([0, last]),

@@ -71,8 +71,8 @@ def test_windows_hold_the_store_frames_and_actions(dataset_dir, skip):
     store = TrajectoryStore([str(dataset_dir)])
     assert data.window_counts == [-(-n // (8 * skip)) for n in LENGTHS]
     for index in range(len(data)):
-        position, window = data.locate(index)
-        episode, length = data.episodes[position], data.episode_lengths[position]
+        position, window = data.windows.locate(index)
+        episode, length = data.episodes[position], data.windows.lengths[position]
         start = window * 8 * skip
         stop = min(start + 8 * skip, length)
         item = data[index]
@@ -137,8 +137,8 @@ def test_condition_dropout_per_window(dataset_dir):
 def test_previous_action(dataset_dir):
     for skip in (1, 2):
         data = dataset(dataset_dir, skip_frame=skip, enable_prev_action=True)
-        item = data[data.offsets[2]]  # first window of the third episode
-        nxt = data[data.offsets[2] + 1]
+        item = data[data.windows.offsets[2]]  # first window of the third episode
+        nxt = data[data.windows.offsets[2] + 1]
         assert item["timestamp"][0] == 0
         assert all(item["env_prev_action"][key][0] == 0 for key in BUTTONS)
         for key in BUTTONS:
@@ -182,11 +182,11 @@ def test_bad_chunk_raises_or_is_skipped_and_counted(tmp_path, payload, caplog):
     corrupt(path, 2, 8, payload)  # ep2, frames 8..15: its second window
     strict = dataset(path)
     with pytest.raises(DataError, match=r"episode ep2 chunk \(2, 8\)"):
-        strict[strict.offsets[2] + 1]
+        strict[strict.windows.offsets[2] + 1]
 
     lenient = dataset(path, on_error="skip")
     with caplog.at_level(logging.WARNING):
-        item = lenient[lenient.offsets[2] + 1]
+        item = lenient[lenient.windows.offsets[2] + 1]
     assert "skipping window 1 of episode ep2" in caplog.text
     assert item["mask"].sum() == 0 and item["first"][0] and (item["segment"]["obj_id"] == -1).all()
 
