@@ -8,14 +8,18 @@ The resize case reads the same chunks at 128x128 (the VPT configs' size), one de
 each ``resize_interpolation`` next to reading at the stored size: medians (and ranges) of
 interleaved repetitions.
 
-The decode-path case (``--paths-only``) decodes the same chunks each way issue 21 compares, on
-gameplay-like chunks (``common.gameplay_frames``) and, for the bound and the fastest path, on flat
-and noisy synthetic chunks: ``av.open`` per chunk to RGB (the PyAV bound) or to I420 planes, the
-reused decoder (``store/decoder.py``) to RGB or planes, ``TrajectoryStore.read`` with each
-``image_format``, the ffmpeg command line and torchcodec when available. Frames per CPU second of
-one process (per core), medians of interleaved rounds.
+The decode-path case (``--paths-only``) is issue 21's table, each row as it reads, on
+gameplay-like chunks (``common.gameplay_frames``, 224x224, 32-frame chunks): ``av.open`` per chunk
++ decode + ``to_ndarray("rgb24")`` with PyAV's defaults (row 1, the issue's bound), the same with
+the frames left as I420 planes, one reused ``av.CodecContext`` fed pre-demuxed packets (RGB, then
+planes), the ffmpeg command line (decode only, to rgb24) and torchcodec when installed, then the
+loader's method when the issue was filed (``av.open`` per chunk, one reused scaler, one thread) and
+``TrajectoryStore.read`` with each ``image_format``; flat synthetic chunks through row 1 for scale.
+Everything runs pinned to one core (``one_core``: decoder and scaler threads share it): frames/s on
+that core and frames per CPU second, each round's median of interleaved passes and the range.
 
-    python benchmarks/bench_store.py [--episodes 6] [--frames 160] [--repeats 3] [--rounds 5]
+    python benchmarks/bench_store.py [--episodes 6] [--frames 160] [--repeats 3] [--paths-only]
+        [--rounds 2] [--passes 5] [--cpu N]
 """
 
 from __future__ import annotations
@@ -248,9 +252,9 @@ OLD_METHOD = "av.open per chunk, one reused scaler, 1 thread (the old loader)"
 
 
 def summary(rounds: list[list[float]]) -> str:
-    """Each round's median, then the range over every pass: "2,168-2,208 (2,101-2,250)"."""
+    """Each round's median, then the range over every pass: "2,168 / 2,208 (2,101-2,250)"."""
     every = [value for values in rounds for value in values]
-    medians = "-".join(f"{statistics.median(values):,.0f}" for values in rounds)
+    medians = " / ".join(f"{statistics.median(values):,.0f}" for values in rounds)
     return f"{medians} ({min(every):,.0f}-{max(every):,.0f})"
 
 
@@ -290,7 +294,7 @@ def paths_case(data_dir: Path, rounds: int, passes: int, cpu: int | None) -> Non
         f"pinned to CPU {core}: frames/s on that core and frames per CPU second, median of each round "
         f"of {passes} interleaved passes (range over all {rounds * passes}); ratios of the overall medians"
     )
-    header = f"  {'path':70s} {'frames/s per core':>26s} {'frames per CPU-s':>26s}"
+    header = f"  {'path':70s} {'frames/s per core':>30s} {'frames per CPU-s':>30s}"
     print(f"{header} {'vs row 1 (wall/CPU)':>19s} {'vs old (wall/CPU)':>17s}")
     walls = {name: [[w for w, _ in passes_] for passes_ in rows] for name, rows in results.items()}
     cpus = {name: [[c for _, c in passes_] for passes_ in rows] for name, rows in results.items()}
@@ -301,7 +305,7 @@ def paths_case(data_dir: Path, rounds: int, passes: int, cpu: int | None) -> Non
             f"{wall_all[name] / wall_all[base]:.2f}/{cpu_all[name] / cpu_all[base]:.2f}x"
             for base in (ROW_1, OLD_METHOD)
         ]
-        rates = f"{summary(walls[name]):>26s} {summary(cpus[name]):>26s}"
+        rates = f"{summary(walls[name]):>30s} {summary(cpus[name]):>30s}"
         print(f"  {name:70s} {rates} {versus[0]:>19s} {versus[1]:>17s}")
 
 
