@@ -20,8 +20,10 @@ prefetch_factor 4: frames/s and the peak ``/dev/shm`` bytes the loader's process
 every 20 ms), for a consumer that drops each batch before the next and for one that keeps the
 previous batch, as Lightning's fit loop does.
 
-``--formats`` compares ``image_format`` rgb and yuv420 (batch 8, workers 0 and 2) on gameplay-like
-data (``common.gameplay_frames``), against the same PyAV bound (``av.open`` per chunk, RGB).
+``--formats`` compares ``image_format`` rgb and yuv420 (batch 8, workers 0 pinned to one core and 2
+unpinned) on gameplay-like data (``common.gameplay_frames``) against two one-core decode-only bounds:
+issue 21's row 1 (``av.open`` per chunk, ``to_ndarray("rgb24")``) and the loader's method before the
+reused decoder (``av.open`` per chunk, one reused scaler): ``bench_loader.py --formats --noise``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench_store import OLD_METHOD, ROW_1, old_loader_method, one_core, to_ndarray_rgb
 from common import SIZE, ensure_dataset
 
 from minetrain.data import MineDataModule
@@ -306,61 +309,70 @@ def shared_memory_report(path: Path, rounds: int) -> None:
             )
 
 
-def formats_report(path: Path, rounds: int, batch_size: int = 8) -> None:
-    """Loader frames/s with each ``image_format`` at workers 0 and 2, against the 1-process PyAV bound.
+def bound_rates(chunks: list[bytes]) -> dict[str, tuple[float, float]]:
+    """(frames/s, frames per CPU second) of issue 21's row 1 and of the old loader method, this process."""
+    rates = {}
+    for name, decode in ((ROW_1, to_ndarray_rgb), (OLD_METHOD, old_loader_method)):
+        wall, cpu = time.perf_counter(), time.process_time()
+        frames = decode(chunks)
+        rates[name] = (frames / (time.perf_counter() - wall), frames / (time.process_time() - cpu))
+    return rates
 
-    Wall-clock rates against the bound measured right before and after each loader run, and, for
-    workers=0, frames per CPU second against the bound's (both one process: on a machine shared
-    with other jobs, CPU time is what they do not change).
+
+def formats_report(path: Path, rounds: int, batch_size: int = 8, cpu: int | None = None) -> None:
+    """Loader frames/s with each ``image_format``, against issue 21's row 1 and the old loader method.
+
+    workers=0 runs pinned to one core (``bench_store.one_core``), as do both decode-only bounds
+    (the train split's image chunks, measured right before each loader run): frames/s on that core
+    and frames per CPU second, each as a ratio to the bounds'. workers=2 runs unpinned, for
+    information, against the same one-core bounds. ``rgb, av.open`` is the loader as it decoded
+    before the reused decoder (``reuse_decoder=False``).
     """
     module = make_module(path, 1, 0)
     module.setup()
-    train = module.train_dataset.episodes
-    before = "rgb, av.open"  # the loader as it decoded before the reused decoder
-    configs = [(before, 0)] + [(fmt, workers) for workers in (0, 2) for fmt in ("rgb", "yuv420")]
-    rates: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
-    ratios: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
-    cpu_ratios: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
-    bounds: list[float] = []
-    cpu_bounds: list[float] = []
+    store, train = module.train_dataset.store, module.train_dataset.episodes
+    chunks = [store.raw_chunk(e, "image", s) for e in train for s in store.chunk_starts(e, "image")]
+    before = "rgb, av.open"
+    configs = [(before, 0), ("rgb", 0), ("yuv420", 0), ("rgb", 2), ("yuv420", 2)]
+    rates: dict[tuple[str, int], list[tuple[float, float]]] = {config: [] for config in configs}
+    bounds: dict[tuple[str, int], list[dict[str, tuple[float, float]]]] = {config: [] for config in configs}
     for _ in range(rounds):
         for config in configs:
-            wall_before = decode_bound(path, train)
-            cpu_before = decode_bound(path, train, cpu=True)
-            image_format = "rgb" if config[0] == before else config[0]
-            steady, _, per_cpu = loader_rate(path, batch_size, config[1], image_format, config[0] != before)
-            bound = (wall_before + decode_bound(path, train)) / 2
-            cpu_bound = (cpu_before + decode_bound(path, train, cpu=True)) / 2
-            bounds.append(bound)
-            cpu_bounds.append(cpu_bound)
-            rates[config].append(steady)
-            ratios[config].append(steady / bound)
-            cpu_ratios[config].append(per_cpu / cpu_bound)
+            label, workers = config
+            with one_core(cpu) as core:
+                bounds[config].append(bound_rates(chunks))
+                if not workers:
+                    image_format = "rgb" if label == before else label
+                    steady, _, per_cpu = loader_rate(path, batch_size, 0, image_format, label != before)
+            if workers:
+                steady, _, per_cpu = loader_rate(path, batch_size, workers, label)
+            rates[config].append((steady, per_cpu))
     median = statistics.median
+
+    def spread(values: list[float], digits: str = ",.0f") -> str:
+        return f"{median(values):{digits}} ({min(values):{digits}}-{max(values):{digits}})"
+
+    every = [b for config in configs for b in bounds[config]]
     print(
-        f"PyAV bound (av.open per chunk, RGB, 1 process): median {median(bounds):,.0f} frames/s "
-        f"(range {min(bounds):,.0f}-{max(bounds):,.0f}), {median(cpu_bounds):,.0f} frames per CPU second "
-        f"(range {min(cpu_bounds):,.0f}-{max(cpu_bounds):,.0f}); loader batch {batch_size}, "
-        f"medians of {rounds} rounds (workers=2 too against the 1-process bound):"
+        f"loader batch {batch_size}, win_len {WIN_LEN}, segmentation on; {len(chunks)} train chunks; "
+        f"workers=0 and the bounds pinned to CPU {core}, workers=2 unpinned; medians (ranges) of {rounds} "
+        "rounds; ratios to the bounds measured right before each loader run"
     )
+    for name in (ROW_1, OLD_METHOD):
+        walls, cpus = [b[name][0] for b in every], [b[name][1] for b in every]
+        print(f"  bound {name}: {spread(walls)} frames/s, {spread(cpus)} frames per CPU-s")
     print(
-        f"{'image_format':>12} {'workers':>7} {'frames/s':>9} {'vs bound':>8} {'range':>11} {'vs before':>9}"
-        f" {'per CPU s vs bound':>19} {'range':>11}"
+        f"  {'image_format':>12} {'workers':>7} {'frames/s':>22} {'vs row 1':>18} {'vs old':>18}"
+        f" {'per CPU-s vs row 1':>18} {'per CPU-s vs old':>18}"
     )
-    for image_format, workers in configs:
-        config = (image_format, workers)
-        ratio, cpu_ratio = ratios[config], cpu_ratios[config]
-        versus = [a / b for a, b in zip(rates[config], rates[(before, 0)], strict=True)]
-        per_cpu = (
-            f"{median(cpu_ratio):>18.2f}x {f'{min(cpu_ratio):.2f}-{max(cpu_ratio):.2f}':>11}"
-            if not workers
-            else ""
-        )
-        print(
-            f"{image_format:>12} {workers:>7} {median(rates[config]):>9,.0f} "
-            f"{median(ratio):>7.2f}x {f'{min(ratio):.2f}-{max(ratio):.2f}':>11} "
-            f"{median(versus):>8.2f}x {per_cpu}"
-        )
+    for config in configs:
+        runs, marks = rates[config], bounds[config]
+        columns = [spread([wall for wall, _ in runs])]
+        for index in (0, 1) if not config[1] else (0,):
+            for name in (ROW_1, OLD_METHOD):
+                ratios = [run[index] / mark[name][index] for run, mark in zip(runs, marks, strict=True)]
+                columns.append(spread(ratios, ".2f"))
+        print(f"  {config[0]:>12} {config[1]:>7} " + " ".join(f"{column:>18}" for column in columns))
 
 
 def main() -> None:
@@ -372,6 +384,7 @@ def main() -> None:
         "--noise", type=float, nargs="*", default=[0.0, 8.0], help="pixel noise std per dataset"
     )
     parser.add_argument("--formats", action="store_true", help="compare image_format rgb and yuv420")
+    parser.add_argument("--cpu", type=int, help="the CPU --formats pins workers=0 to (default: the last)")
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved repetitions (the machine may be shared)"
     )
@@ -386,7 +399,7 @@ def main() -> None:
     if args.formats:
         print(f"\n== gameplay-like {SIZE}x{SIZE}: image_format rgb and yuv420 ==")
         path = ensure_dataset(args.data_dir / "gameplay", args.episodes, args.frames, gameplay=True)
-        formats_report(path, args.rounds)
+        formats_report(path, args.rounds, cpu=args.cpu)
 
 
 if __name__ == "__main__":

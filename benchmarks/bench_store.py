@@ -8,27 +8,33 @@ The resize case reads the same chunks at 128x128 (the VPT configs' size), one de
 each ``resize_interpolation`` next to reading at the stored size: medians (and ranges) of
 interleaved repetitions.
 
-The decode-path case (``--paths-only``) decodes the same chunks each way issue 21 compares, on
-gameplay-like chunks (``common.gameplay_frames``) and, for the bound and the fastest path, on flat
-and noisy synthetic chunks: ``av.open`` per chunk to RGB (the PyAV bound) or to I420 planes, the
-reused decoder (``store/decoder.py``) to RGB or planes, ``TrajectoryStore.read`` with each
-``image_format``, the ffmpeg command line and torchcodec when available. Frames per CPU second of
-one process (per core), medians of interleaved rounds.
+The decode-path case (``--paths-only``) is issue 21's table, each row as it reads, on
+gameplay-like chunks (``common.gameplay_frames``, 224x224, 32-frame chunks): ``av.open`` per chunk
++ decode + ``to_ndarray("rgb24")`` with PyAV's defaults (row 1, the issue's bound), the same with
+the frames left as I420 planes, one reused ``av.CodecContext`` fed pre-demuxed packets (RGB, then
+planes), the ffmpeg command line (decode only, to rgb24) and torchcodec when installed, then the
+loader's method when the issue was filed (``av.open`` per chunk, one reused scaler, one thread) and
+``TrajectoryStore.read`` with each ``image_format``; flat synthetic chunks through row 1 for scale.
+Everything runs pinned to one core (``one_core``: decoder and scaler threads share it): frames/s on
+that core and frames per CPU second, each round's median of interleaved passes and the range.
 
-    python benchmarks/bench_store.py [--episodes 6] [--frames 160] [--repeats 3] [--rounds 5]
+    python benchmarks/bench_store.py [--episodes 6] [--frames 160] [--repeats 3] [--paths-only]
+        [--rounds 2] [--passes 5] [--cpu N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -36,7 +42,8 @@ import numpy as np
 from common import ensure_dataset
 
 from minetrain.data.store import DatasetWriter, Episode, TrajectoryStore
-from minetrain.data.store.codecs import copy_i420, decoded_frames, iter_video_frames
+from minetrain.data.store.codecs import iter_video_frames
+from minetrain.data.store.decoder import ReusedDecoder, StreamParams, mp4_packets
 
 
 def synthetic_frames(n: int, seed: int) -> np.ndarray:
@@ -103,24 +110,23 @@ def resize_case(dataset: str, repeats: int) -> None:
         )
 
 
-def open_rgb(chunks: list[bytes]) -> int:
-    """Today's bound, the loader's method until now: ``av.open`` per chunk, decode, RGB arrays."""
-    return sum(1 for data in chunks for _ in iter_video_frames(data, reuse_decoder=False))
+@contextlib.contextmanager
+def one_core(cpu: int | None = None) -> Iterator[int]:
+    """Pin this process (and what it starts meanwhile) to one CPU, the last allowed by default.
+
+    Any decoder or scaler threads then share that core, so a rate is what one core delivers.
+    """
+    allowed = os.sched_getaffinity(0)
+    chosen = max(allowed) if cpu is None else cpu
+    os.sched_setaffinity(0, {chosen})
+    try:
+        yield chosen
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
-def planes(frames: Iterable[av.VideoFrame], out: np.ndarray) -> int:
-    count = 0
-    for count, frame in enumerate(frames, 1):
-        copy_i420(frame, out[count - 1])
-    return count
-
-
-def open_yuv(chunks: list[bytes], out: np.ndarray) -> int:
-    return sum(planes(decoded_frames(data, reuse_decoder=False), out) for data in chunks)
-
-
-def open_to_ndarray(chunks: list[bytes]) -> int:
-    """``av.open`` per chunk, ``frame.to_ndarray(format="rgb24")``, PyAV's default threads."""
+def to_ndarray_rgb(chunks: list[bytes]) -> int:
+    """Issue 21's row 1: ``av.open`` per chunk, decode, ``frame.to_ndarray("rgb24")``, PyAV defaults."""
     count = 0
     for data in chunks:
         with av.open(io.BytesIO(data)) as container:
@@ -128,12 +134,41 @@ def open_to_ndarray(chunks: list[bytes]) -> int:
     return count
 
 
-def reused_rgb(chunks: list[bytes]) -> int:
-    return sum(1 for data in chunks for _ in iter_video_frames(data, reuse_decoder=True))
+def to_ndarray_yuv(chunks: list[bytes]) -> int:
+    """Row 1 with the frames left as I420 planes: ``frame.to_ndarray()`` of a yuv420p frame."""
+    count = 0
+    for data in chunks:
+        with av.open(io.BytesIO(data)) as container:
+            count += sum(1 for frame in container.decode(video=0) if frame.to_ndarray().size)
+    return count
 
 
-def reused_yuv(chunks: list[bytes], out: np.ndarray) -> int:
-    return sum(planes(decoded_frames(data), out) for data in chunks)
+def old_loader_method(chunks: list[bytes], size: tuple[int, int] | None = None) -> int:
+    """The loader's method when issue 21 was filed: ``av.open`` per chunk, one reused scaler, 1 thread."""
+    return sum(1 for data in chunks for _ in iter_video_frames(data, size, reuse_decoder=False))
+
+
+def demuxed(chunks: list[bytes]) -> list[tuple[StreamParams, list[bytes]]]:
+    found = [mp4_packets(data) for data in chunks]
+    if any(packets is None for packets in found):
+        raise SystemExit("a benchmark chunk is not a plain one-track MP4")
+    return found  # type: ignore[return-value]
+
+
+def reused_context(packets: list[tuple[StreamParams, list[bytes]]], rgb: bool) -> Callable[[], int]:
+    """One reused ``av.CodecContext`` fed pre-demuxed packets, ``to_ndarray`` RGB or I420 planes."""
+    decoder = ReusedDecoder()
+    fmt = "rgb24" if rgb else None
+
+    def run() -> int:
+        return sum(
+            1
+            for params, chunk in packets
+            for frame in decoder.decode(params, chunk)
+            if frame.to_ndarray(format=fmt).size
+        )
+
+    return run
 
 
 def children_cpu() -> float:
@@ -141,15 +176,14 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def ffmpeg_cli(listing: Path, count: int, rgb: bool) -> Callable[[], tuple[int, float]]:
-    """The ffmpeg command line decoding every chunk (concat demuxer, one thread), to null or rgb24."""
+def ffmpeg_cli(listing: Path, count: int, rgb: bool) -> Callable[[], int]:
+    """The ffmpeg command line (its defaults) decoding every chunk (concat demuxer), to null or rgb24."""
     output = ["-pix_fmt", "rgb24", "-f", "rawvideo", "-y", os.devnull] if rgb else ["-f", "null", "-"]
-    command = ["ffmpeg", "-v", "error", "-threads", "1", "-f", "concat", "-safe", "0", "-i", str(listing)]
+    command = ["ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing), *output]
 
-    def run() -> tuple[int, float]:
-        before = children_cpu()
-        subprocess.run([*command, *output], check=True)
-        return count, children_cpu() - before
+    def run() -> int:
+        subprocess.run(command, check=True)
+        return count
 
     return run
 
@@ -159,17 +193,9 @@ def torchcodec_rgb(chunks: list[bytes]) -> int:
 
     count = 0
     for data in chunks:
-        decoder = VideoDecoder(data, device="cpu", num_ffmpeg_threads=1, seek_mode="approximate")
+        decoder = VideoDecoder(data, device="cpu", seek_mode="approximate")
         count += len(decoder.get_frames_in_range(0, len(decoder)).data)
     return count
-
-
-def timed(fn: Callable[[], int]) -> Callable[[], tuple[int, float]]:
-    def run() -> tuple[int, float]:
-        start = time.process_time()
-        return fn(), time.process_time() - start
-
-    return run
 
 
 def chunks_of(path: Path) -> list[bytes]:
@@ -177,12 +203,16 @@ def chunks_of(path: Path) -> list[bytes]:
     return [store.raw_chunk(e, "image", s) for e in store.episodes for s in store.chunk_starts(e, "image")]
 
 
-def store_reads(path: Path, image_format: str, reuse: bool) -> Callable[[], int]:
-    store = TrajectoryStore(path, modalities=("image",), image_format=image_format, reuse_decoder=reuse)
-    return lambda: sum(len(store.read(e, "image", 0, n)) for e, n in store.episodes.items())
+def store_reads(path: Path, image_format: str) -> Callable[[], int]:
+    """``TrajectoryStore.read`` of every episode into one reused buffer, as the loader reads."""
+    store = TrajectoryStore(path, modalities=("image",), image_format=image_format)
+    longest, (height, width) = max(store.episodes.values()), store.image_resolution()
+    shape = (longest, height, width, 3) if image_format == "rgb" else (longest, height * 3 // 2, width)
+    out = np.empty(shape, np.uint8)
+    return lambda: sum(len(store.read(e, "image", 0, n, out=out[:n])) for e, n in store.episodes.items())
 
 
-def ffmpeg_cases(chunks: list[bytes], tmp: str) -> dict[str, Callable[[], tuple[int, float]]]:
+def ffmpeg_cases(chunks: list[bytes], tmp: str) -> dict[str, Callable[[], int]]:
     if not shutil.which("ffmpeg"):
         print("[paths] ffmpeg is not installed: its rows are left out")
         return {}
@@ -194,55 +224,89 @@ def ffmpeg_cases(chunks: list[bytes], tmp: str) -> dict[str, Callable[[], tuple[
     listing.write_text("\n".join(names) + "\n")
     frames = 32 * len(chunks)
     return {
-        "ffmpeg CLI, decode only": ffmpeg_cli(listing, frames, rgb=False),
-        "ffmpeg CLI, to rgb24": ffmpeg_cli(listing, frames, rgb=True),
+        "ffmpeg command line, decode only": ffmpeg_cli(listing, frames, rgb=False),
+        "ffmpeg command line, to rgb24": ffmpeg_cli(listing, frames, rgb=True),
     }
 
 
-def paths_case(data_dir: Path, rounds: int) -> None:
+def torchcodec_case(chunks: list[bytes]) -> dict[str, Callable[[], int]]:
+    try:
+        import torchcodec
+        import torchcodec.decoders
+    except (ImportError, RuntimeError, OSError) as exc:
+        print(f"[paths] torchcodec unavailable ({type(exc).__name__}: {exc}): its row is left out")
+        return {}
+    return {f"torchcodec {torchcodec.__version__.split('+')[0]} on CPU, RGB": lambda: torchcodec_rgb(chunks)}
+
+
+def measure(fn: Callable[[], int]) -> tuple[float, float]:
+    """(frames per wall second, frames per CPU second of this process and the children it waited for)."""
+    wall, cpu, children = time.perf_counter(), time.process_time(), children_cpu()
+    frames = fn()
+    cpu = time.process_time() - cpu + children_cpu() - children
+    return frames / (time.perf_counter() - wall), frames / cpu
+
+
+ROW_1 = 'av.open per chunk + decode + to_ndarray("rgb24") (the issue\'s bound)'
+OLD_METHOD = "av.open per chunk, one reused scaler, 1 thread (the old loader)"
+
+
+def summary(rounds: list[list[float]]) -> str:
+    """Each round's median, then the range over every pass: "2,168 / 2,208 (2,101-2,250)"."""
+    every = [value for values in rounds for value in values]
+    medians = " / ".join(f"{statistics.median(values):,.0f}" for values in rounds)
+    return f"{medians} ({min(every):,.0f}-{max(every):,.0f})"
+
+
+def paths_case(data_dir: Path, rounds: int, passes: int, cpu: int | None) -> None:
+    """Issue 21's table, row by row as it reads, on one core: medians of interleaved passes per round."""
     gameplay = ensure_dataset(data_dir / "gameplay", 4, 320, gameplay=True)
     chunks = chunks_of(gameplay)
-    out = np.empty((32, 336, 224), np.uint8)
-    bound = "av.open per chunk, RGB (the PyAV bound)"
-    cases = {
-        bound: timed(lambda: open_rgb(chunks)),
-        "av.open per chunk, to_ndarray, PyAV defaults": timed(lambda: open_to_ndarray(chunks)),
-        "av.open per chunk, YUV planes": timed(lambda: open_yuv(chunks, out)),
-        "reused decoder, RGB": timed(lambda: reused_rgb(chunks)),
-        "reused decoder, YUV planes": timed(lambda: reused_yuv(chunks, out)),
-        "TrajectoryStore.read rgb, av.open (before)": timed(store_reads(gameplay, "rgb", False)),
-        "TrajectoryStore.read rgb (reused decoder)": timed(store_reads(gameplay, "rgb", True)),
-        "TrajectoryStore.read yuv420": timed(store_reads(gameplay, "yuv420", True)),
+    flat = chunks_of(ensure_dataset(data_dir / "flat", 4, 320))
+    packets = demuxed(chunks)
+    cases: dict[str, Callable[[], int]] = {
+        ROW_1: lambda: to_ndarray_rgb(chunks),
+        "same, frames left as YUV planes (to_ndarray())": lambda: to_ndarray_yuv(chunks),
+        "reused CodecContext, pre-demuxed packets, RGB": reused_context(packets, rgb=True),
+        "reused CodecContext, pre-demuxed packets, YUV planes": reused_context(packets, rgb=False),
     }
     with tempfile.TemporaryDirectory() as tmp:
         cases.update(ffmpeg_cases(chunks, tmp))
-        try:
-            import torchcodec.decoders  # noqa: F401
-
-            cases["torchcodec, CPU, RGB"] = timed(lambda: torchcodec_rgb(chunks))
-        except (ImportError, RuntimeError, OSError) as exc:
-            print(f"[paths] torchcodec unavailable ({type(exc).__name__}): its row is left out")
-        for name, noise in (("flat", 0.0), ("noise-8", 8.0)):
-            other = chunks_of(ensure_dataset(data_dir / name, 4, 320, noise=noise))
-            cases[f"{name} synthetic: av.open, RGB"] = timed(lambda other=other: open_rgb(other))
-            cases[f"{name} synthetic: reused, YUV planes"] = timed(lambda other=other: reused_yuv(other, out))
-        rates: dict[str, list[float]] = {name: [] for name in cases}
-        for run in cases.values():
-            run()  # warm up once
-        for _ in range(rounds):
-            for name, run in cases.items():
-                count, seconds = run()
-                rates[name].append(count / seconds)
-    base = float(np.median(rates[bound]))
+        cases.update(torchcodec_case(chunks))
+        cases[OLD_METHOD] = lambda: old_loader_method(chunks)
+        cases["TrajectoryStore.read, image_format rgb"] = store_reads(gameplay, "rgb")
+        cases["TrajectoryStore.read, image_format yuv420"] = store_reads(gameplay, "yuv420")
+        cases["flat synthetic chunks: row 1 (for scale)"] = lambda: to_ndarray_rgb(flat)
+        results: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in cases}
+        with one_core(cpu) as core:
+            for _ in range(rounds):
+                for run in cases.values():
+                    run()  # warm up
+                for name in cases:
+                    results[name].append([])
+                for _ in range(passes):
+                    for name, run in cases.items():
+                        results[name][-1].append(measure(run))
     size = sum(map(len, chunks)) / (32 * len(chunks))
+    median = statistics.median
     print(
-        f"[paths] {len(chunks)} gameplay-like 224x224 chunks of 32 frames ({size:,.0f} bytes/frame); "
-        f"frames per CPU second, medians of {rounds} interleaved rounds (range), vs the PyAV bound:"
+        f"[paths] {len(chunks)} gameplay-like 224x224 chunks of 32 frames ({size:,.0f} bytes/frame), "
+        f"pinned to CPU {core}: frames/s on that core and frames per CPU second, median of each round "
+        f"of {passes} interleaved passes (range over all {rounds * passes}); ratios of the overall medians"
     )
-    for name, values in rates.items():
-        median = float(np.median(values))
-        spread = f"{min(values):,.0f}-{max(values):,.0f}"
-        print(f"  {name:45s} {median:7,.0f} ({spread:>13s}) {median / base:5.2f}x")
+    header = f"  {'path':70s} {'frames/s per core':>30s} {'frames per CPU-s':>30s}"
+    print(f"{header} {'vs row 1 (wall/CPU)':>19s} {'vs old (wall/CPU)':>17s}")
+    walls = {name: [[w for w, _ in passes_] for passes_ in rows] for name, rows in results.items()}
+    cpus = {name: [[c for _, c in passes_] for passes_ in rows] for name, rows in results.items()}
+    wall_all = {name: median(v for values in rounds_ for v in values) for name, rounds_ in walls.items()}
+    cpu_all = {name: median(v for values in rounds_ for v in values) for name, rounds_ in cpus.items()}
+    for name in results:
+        versus = [
+            f"{wall_all[name] / wall_all[base]:.2f}/{cpu_all[name] / cpu_all[base]:.2f}x"
+            for base in (ROW_1, OLD_METHOD)
+        ]
+        rates = f"{summary(walls[name]):>30s} {summary(cpus[name]):>30s}"
+        print(f"  {name:70s} {rates} {versus[0]:>19s} {versus[1]:>17s}")
 
 
 def main() -> None:
@@ -252,11 +316,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resize-only", action="store_true", help="run only the resize case")
     parser.add_argument("--paths-only", action="store_true", help="run only the decode-path case")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the decode-path case")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the decode-path case")
+    parser.add_argument("--passes", type=int, default=5, help="interleaved passes per round")
+    parser.add_argument("--cpu", type=int, help="the CPU the decode-path case runs on (default: the last)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/minetrain-bench-store"))
     args = parser.parse_args()
     if not args.resize_only:
-        paths_case(args.data_dir, args.rounds)
+        paths_case(args.data_dir, args.rounds, args.passes, args.cpu)
     if args.paths_only:
         return
     with tempfile.TemporaryDirectory() as tmp:

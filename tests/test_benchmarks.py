@@ -64,3 +64,35 @@ def test_bench_vpt_quick_reports_both_libraries_from_the_same_start(tmp_path: Pa
         assert set(figures) == {"minetrain", "reference", "ratio"}
         losses = re.findall(r"first-step loss ([0-9.]+)", done.stdout)
         assert len(losses) == 2 and losses[0] == losses[1], done.stdout
+
+
+def test_bench_store_decode_paths_count_every_frame_on_one_core() -> None:
+    """Each row of issue 21's table decodes every frame, and ``one_core`` pins then restores."""
+    import os
+
+    import numpy as np
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_store
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from minetrain.data.store.codecs import encode_video
+
+    rng = np.random.default_rng(0)
+    chunks = [encode_video(rng.integers(0, 255, (8, 32, 48, 3), dtype=np.uint8)) for _ in range(2)]
+    allowed = os.sched_getaffinity(0)
+    with bench_store.one_core() as core:
+        assert os.sched_getaffinity(0) == {core} and core in allowed
+        packets = bench_store.demuxed(chunks)
+        counts = [
+            bench_store.to_ndarray_rgb(chunks),
+            bench_store.to_ndarray_yuv(chunks),
+            bench_store.old_loader_method(chunks),
+            bench_store.reused_context(packets, rgb=True)(),
+            bench_store.reused_context(packets, rgb=False)(),
+        ]
+        wall, cpu = bench_store.measure(lambda: bench_store.to_ndarray_rgb(chunks))
+    assert os.sched_getaffinity(0) == allowed
+    assert counts == [16] * 5
+    assert wall > 0 and cpu > 0
