@@ -36,6 +36,7 @@ nothing to the loss and keeps batch shapes and slot positions, and the DataLoade
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -51,7 +52,8 @@ from minetrain.actions import CAMERA_KEY, ENV_KEYS, env_to_agent
 from minetrain.data.augment import VideoAugmentation
 from minetrain.data.batching import stack_windows
 from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
-from minetrain.data.conditioning import condition_window, item_rng, no_condition
+from minetrain.data.conditioning import condition_window, item_rng
+from minetrain.data.modalities import BatchParams, batch_fields, copy_window, padding_window
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import check_image_format
 from minetrain.errors import ConfigError, DataError, UnsafeDataError
@@ -130,6 +132,8 @@ def zero_env_action(length: int) -> dict[str, np.ndarray]:
 
 class RawDataset(Dataset):
     """Windows of ``win_len`` frames from the episodes of one split of ``dataset_dirs``."""
+
+    mode = "raw"  # the data param ``mode`` this class serves
 
     def __init__(
         self,
@@ -318,17 +322,25 @@ class RawDataset(Dataset):
             batch["segment"]["obj_mask"] = buffers["obj_mask"]
         return batch
 
-    def batch_shapes(self, count: int) -> dict[str, tuple[int, ...]]:
-        """Shapes of the uint8 tensors of a batch of ``count`` windows: frames and condition masks."""
+    def batch_params(self, count: int) -> BatchParams:
+        """What the fields of a batch of ``count`` windows depend on (``modalities.batch_fields``)."""
         width, height = self.size
-        if self.stored_size is None:
-            shapes = {"image": (count, self.win_len, height, width, 3)}
-        else:
-            stored_h, stored_w = self.stored_size
-            shapes = {"image": (count, self.win_len, stored_h * 3 // 2, stored_w)}
-        if self.enable_segment:
-            shapes["obj_mask"] = (count, self.win_len, height, width)
-        return shapes
+        return BatchParams(
+            count,
+            self.win_len,
+            width,
+            height,
+            self.stored_size,
+            self.enable_segment,
+            self.enable_prev_action,
+            self.enable_contractor_info,
+            self.mode,
+        )
+
+    def batch_shapes(self, count: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the uint8 buffers of a batch of ``count`` windows: frames and condition masks."""
+        fields = batch_fields(self.batch_params(count))
+        return {name.rsplit("/", 1)[-1]: f.shape for name, f in fields.items() if f.fill == "buffer"}
 
     def _batch_buffers(self, count: int) -> dict[str, torch.Tensor]:
         shapes = self.batch_shapes(count)
@@ -437,23 +449,11 @@ class RawDataset(Dataset):
 
     def _padding(self, episode: str) -> dict[str, Any]:
         """The small fields of an all-padding window (``first`` set: nothing continues into it)."""
-        length = self.win_len
-        first = np.zeros(length, dtype=bool)
-        first[0] = True
-        fields: dict[str, Any] = {
-            "env_action": zero_env_action(length),
-            "mask": np.zeros(length, dtype=np.uint8),
-            "timestamp": np.full(length, -1, dtype=np.int64),
-            "first": first,
-            "episode": episode,
-        }
-        if self.enable_prev_action:
-            fields["env_prev_action"] = zero_env_action(length)
-        if self.enable_segment:
-            fields["segment"] = no_condition(length)
-        if self.enable_contractor_info:
-            fields["meta_info"] = {}
-        return fields
+        return {**copy_window(self._padding_window), "episode": episode}
+
+    @functools.cached_property
+    def _padding_window(self) -> dict[str, Any]:
+        return padding_window(self.batch_params(1))
 
 
 class WindowSpan(NamedTuple):

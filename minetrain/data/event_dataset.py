@@ -62,6 +62,8 @@ def reaches_episode(start: np.ndarray, win_len: int, skip_frame: int, length: np
 class EventDataset(RawDataset):
     """Windows anchored on the occurrences of the events ``event_regex`` selects."""
 
+    mode = "event"
+
     def __init__(
         self,
         dataset_dirs: str | os.PathLike | Sequence[str | os.PathLike],
