@@ -53,9 +53,9 @@ from minetrain.data.augment import VideoAugmentation
 from minetrain.data.batching import stack_windows
 from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng
-from minetrain.data.modalities import BatchParams, batch_fields, copy_window, padding_window
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import check_image_format
+from minetrain.data.store.modalities import BatchParams, batch_fields, copy_window, padding_window
 from minetrain.errors import ConfigError, DataError, UnsafeDataError
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minetrain.data.modalities import MODALITY_SPECS
 from minetrain.data.store import MODALITIES, layout
 from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.data.workers import die_with_parent
 from minetrain.errors import DataError, UnsafeDataError
 

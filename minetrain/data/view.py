@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minetrain.data.modalities import MODALITY_SPECS
 from minetrain.data.render import annotate_frame, make_grid, save_clip, save_png
 from minetrain.data.store import TrajectoryStore
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.data.summary import present_modalities
 from minetrain.errors import DataError
 

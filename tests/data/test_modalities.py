@@ -1,5 +1,8 @@
 """The batch contract (``modalities.batch_fields``) against real batches, and the modality records."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +10,8 @@ import torch
 from minetrain.data import RawDataset
 from minetrain.data.event_dataset import EventDataset
 from minetrain.data.events import index_events
-from minetrain.data.modalities import MODALITY_SPECS, Field, batch_fields
 from minetrain.data.store import MODALITIES, layout
+from minetrain.data.store.modalities import MODALITY_SPECS, Field, batch_fields
 from minetrain.data.synth import write_synthetic_dataset
 from minetrain.errors import DataError
 
@@ -57,7 +60,9 @@ def assert_matches(batch: dict, fields: dict[str, Field]) -> None:
 @pytest.mark.parametrize("image_format", ["rgb", "yuv420"])
 @pytest.mark.parametrize("extras", [{}, {"enable_segment": False}, {"enable_prev_action": True}])
 def test_batches_hold_exactly_the_contracted_fields(dataset_dir, mode, image_format, extras):
-    params = dict(frame_width=SIZE, frame_height=SIZE, win_len=WIN, split_ratio=1.0, image_format=image_format)
+    params = dict(
+        frame_width=SIZE, frame_height=SIZE, win_len=WIN, split_ratio=1.0, image_format=image_format
+    )
     dataset = (EventDataset if mode == "event" else RawDataset)(dataset_dir, **params, **extras)
     count = min(len(dataset), 5)
     batch = dataset.__getitems__(list(range(count)))
@@ -99,3 +104,12 @@ def test_take_rejects_chunks_short_of_frames():
     assert MODALITY_SPECS["segmentation"].take([{}] * 3, 4, 0, 4) is None
     with pytest.raises(DataError, match="disagree on their keys"):
         action.join([{"a": np.zeros(1)}, {"b": np.zeros(1)}])
+
+
+@pytest.mark.parametrize(
+    "module", ["minetrain.data.store.modalities", "minetrain.data.verify", "minetrain.data.view"]
+)
+def test_modules_reading_the_records_import_first_without_a_circle(module):
+    # In a fresh interpreter: a test process has the store imported already, hiding a circle.
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from minetrain.data.modalities import MODALITY_SPECS
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.errors import DataError
 
 MODALITIES = tuple(MODALITY_SPECS)

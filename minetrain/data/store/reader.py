@@ -17,7 +17,6 @@ from typing import Any
 import av
 import numpy as np
 
-from minetrain.data.modalities import MODALITY_SPECS
 from minetrain.data.store import layout
 from minetrain.data.store.codecs import (
     check_image_format,
@@ -27,6 +26,7 @@ from minetrain.data.store.codecs import (
     iter_video_frames,
 )
 from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import ConfigError, DataError
 

@@ -6,7 +6,8 @@ fields it produces and how ``view`` draws it. ``batch_fields`` is the batch cont
 field of a batch, with its shape and dtype, for given data parameters; the dataset's padding
 windows and batch buffers follow it, and tests check real batches against it.
 
-Adding a modality is a record in ``MODALITY_SPECS`` plus a test.
+Adding a modality is a record in ``MODALITY_SPECS`` plus a test. It lives in the store package,
+which reads it first (``layout``'s folder names), and imports nothing above the store.
 """
 
 from __future__ import annotations
