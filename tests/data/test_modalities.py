@@ -12,7 +12,7 @@ from minetrain.data.event_dataset import EventDataset
 from minetrain.data.events import index_events
 from minetrain.data.store import MODALITIES, layout
 from minetrain.data.store.modalities import MODALITY_SPECS, Field, batch_fields
-from minetrain.data.synth import write_synthetic_dataset
+from minetrain.data.synth import synth_episode, write_synthetic_dataset
 from minetrain.errors import DataError
 
 WIN, SIZE = 8, 32
@@ -96,6 +96,11 @@ def test_the_store_knows_the_modalities_of_the_records():
     assert MODALITIES == tuple(MODALITY_SPECS) == ("image", "action", "segmentation", "meta_info")
     assert {name: spec.folders[0] for name, spec in MODALITY_SPECS.items()} == {m: m for m in MODALITIES}
     assert layout.FOLDER_NAMES["image"] == ("image", "video")
+
+
+def test_synthetic_episodes_hold_every_modality_of_the_records():
+    # A new record needs its synthetic values in synth_episode: tests and the demo run on them.
+    assert synth_episode(0, 5).modalities == tuple(MODALITY_SPECS)
 
 
 def test_take_rejects_chunks_short_of_frames():

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from minetrain.actions import BUTTONS, CAMERA_KEY, ENV_KEYS
 from minetrain.data.store.codecs import decode_video, rle_decode
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import DataError
@@ -124,9 +125,6 @@ def _check_action(data: bytes, expected: int) -> None:
 
 
 def _action_fields(p: BatchParams) -> dict[str, Field]:
-    # Imported here: ``minetrain.actions`` imports torch, which the store's readers do without.
-    from minetrain.actions import BUTTONS, CAMERA_KEY
-
     b, t = p.batch_size, p.win_len
     env = {key: Field((b, t), np.int64) for key in BUTTONS} | {CAMERA_KEY: Field((b, t, 2), np.float32)}
     agent = {key: Field((b, t), np.int64, "batch") for key in ("buttons", "camera")}
@@ -142,6 +140,47 @@ def _action_fields(p: BatchParams) -> dict[str, Field]:
 
 def _draw_action(action: Mapping[str, np.ndarray], offset: int) -> dict[str, Any]:
     return {"action": {key: np.asarray(value)[offset] for key, value in action.items()}}
+
+
+def aggregate_actions(action: dict[str, np.ndarray], stride: int) -> dict[str, np.ndarray]:
+    """Env actions of every ``stride``-th frame, each covering the frames up to the next kept one."""
+    if stride == 1:
+        return action
+    length = len(next(iter(action.values())))
+    starts = np.arange(0, length, stride)
+    return {
+        key: np.add.reduceat(value, starts, axis=0)
+        if key == CAMERA_KEY
+        else np.maximum.reduceat(value, starts, axis=0)
+        for key, value in action.items()
+    }
+
+
+def env_action_rows(action: dict[str, np.ndarray], length: int, where: str) -> dict[str, np.ndarray]:
+    """The VPT env-action keys as int64 buttons and float32 camera, zero-padded to ``length`` rows.
+
+    Keys beyond the VPT set (e.g. ``ESC``) are left out so that every batch has the same keys.
+    """
+    missing = [key for key in ENV_KEYS if key not in action]
+    if missing:
+        raise DataError(f"{where}: action chunk lacks key(s) {', '.join(missing)}; re-convert this episode")
+    rows = {}
+    for key in ENV_KEYS:
+        value = np.asarray(action[key], dtype=np.float32 if key == CAMERA_KEY else np.int64)
+        out = np.zeros((length, *value.shape[1:]), dtype=value.dtype)
+        out[: len(value)] = value
+        rows[key] = out
+    return rows
+
+
+def zero_env_action(length: int) -> dict[str, np.ndarray]:
+    """``length`` rows of the null env action, in the dtypes of ``env_action_rows``."""
+    return {
+        key: np.zeros((length, 2), dtype=np.float32)
+        if key == CAMERA_KEY
+        else np.zeros(length, dtype=np.int64)
+        for key in ENV_KEYS
+    }
 
 
 def _take_frames(value: Any, expected: int, lo: int, hi: int) -> list | None:
@@ -202,6 +241,25 @@ def _meta_info_fields(p: BatchParams) -> dict[str, Field]:
     if not p.enable_contractor_info:
         return {}
     return {"meta_info": Field((p.batch_size, p.win_len), dict, pad=None)}
+
+
+def meta_info_rows(frames: Sequence[Any], length: int) -> dict[str, list[Any]]:
+    """Per-frame meta_info as the reference batches it: field -> ``length`` values, None where absent.
+
+    Fields are those of any frame of the window; padding frames and frames without a field get None.
+    """
+    keys = dict.fromkeys(key for frame in frames if isinstance(frame, dict) for key in frame)
+    return {
+        key: [frame.get(key) if isinstance(frame, dict) else None for frame in frames]
+        + [None] * (length - len(frames))
+        for key in keys
+    }
+
+
+def stack_meta_info(windows: list[dict[str, list[Any]]], length: int) -> dict[str, list[list[Any]]]:
+    """Batch per-window meta_info: field -> one list per window, all-None for windows without it."""
+    keys = dict.fromkeys(key for window in windows for key in window)
+    return {key: [window.get(key, [None] * length) for window in windows] for key in keys}
 
 
 MODALITY_SPECS: dict[str, Modality] = {
