@@ -342,10 +342,17 @@ def padding_window(params: BatchParams) -> dict[str, Any]:
     return window
 
 
-def copy_window(window: Any) -> Any:
+_COPIED = (np.ndarray, list)  # a constant: ``np.ndarray | list`` in the loop builds a union per field
+
+
+def copy_window(window: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``padding_window``'s window whose arrays, lists and dicts can be written to."""
-    if isinstance(window, dict):
-        return {key: copy_window(value) for key, value in window.items()}
-    if isinstance(window, np.ndarray | list):
-        return window.copy()
-    return window
+    copy: dict[str, Any] = {}
+    for key, value in window.items():
+        if isinstance(value, _COPIED):
+            copy[key] = value.copy()
+        elif isinstance(value, dict):
+            copy[key] = copy_window(value)
+        else:
+            copy[key] = value
+    return copy
