@@ -7,7 +7,8 @@ field of a batch, with its shape and dtype, for given data parameters; the datas
 windows and batch buffers follow it, and tests check real batches against it.
 
 Adding a modality is a record in ``MODALITY_SPECS`` plus a test. It lives in the store package,
-which reads it first (``layout``'s folder names), and imports nothing above the store.
+which reads it first (``layout``'s folder names), and imports nothing of ``minetrain.data`` outside
+the store.
 """
 
 from __future__ import annotations
