@@ -35,6 +35,7 @@ nothing to the loss and keeps batch shapes and slot positions, and the DataLoade
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -44,13 +45,24 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from minetrain.actions import CAMERA_KEY, ENV_KEYS, env_to_agent
+from minetrain.actions import env_to_agent
 from minetrain.data.augment import VideoAugmentation
 from minetrain.data.batching import stack_windows
 from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
-from minetrain.data.conditioning import condition_window, item_rng, no_condition
+from minetrain.data.conditioning import condition_window, item_rng
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import check_image_format
+from minetrain.data.store.modalities import (
+    BatchParams,
+    aggregate_actions,
+    batch_fields,
+    copy_window,
+    env_action_rows,
+    meta_info_rows,
+    padding_window,
+    stack_meta_info,
+    zero_env_action,
+)
 from minetrain.data.windows import WindowIndex, WindowSpan, raw_windows, split_episodes
 from minetrain.errors import ConfigError, DataError, UnsafeDataError
 
@@ -59,49 +71,10 @@ log = logging.getLogger(__name__)
 ON_ERROR = ("raise", "skip")
 
 
-def aggregate_actions(action: dict[str, np.ndarray], stride: int) -> dict[str, np.ndarray]:
-    """Env actions of every ``stride``-th frame, each covering the frames up to the next kept one."""
-    if stride == 1:
-        return action
-    length = len(next(iter(action.values())))
-    starts = np.arange(0, length, stride)
-    return {
-        key: np.add.reduceat(value, starts, axis=0)
-        if key == CAMERA_KEY
-        else np.maximum.reduceat(value, starts, axis=0)
-        for key, value in action.items()
-    }
-
-
-def env_action_rows(action: dict[str, np.ndarray], length: int, where: str) -> dict[str, np.ndarray]:
-    """The VPT env-action keys as int64 buttons and float32 camera, zero-padded to ``length`` rows.
-
-    Keys beyond the VPT set (e.g. ``ESC``) are left out so that every batch has the same keys.
-    """
-    missing = [key for key in ENV_KEYS if key not in action]
-    if missing:
-        raise DataError(f"{where}: action chunk lacks key(s) {', '.join(missing)}; re-convert this episode")
-    rows = {}
-    for key in ENV_KEYS:
-        value = np.asarray(action[key], dtype=np.float32 if key == CAMERA_KEY else np.int64)
-        out = np.zeros((length, *value.shape[1:]), dtype=value.dtype)
-        out[: len(value)] = value
-        rows[key] = out
-    return rows
-
-
-def zero_env_action(length: int) -> dict[str, np.ndarray]:
-    """``length`` rows of the null env action, in the dtypes of ``env_action_rows``."""
-    return {
-        key: np.zeros((length, 2), dtype=np.float32)
-        if key == CAMERA_KEY
-        else np.zeros(length, dtype=np.int64)
-        for key in ENV_KEYS
-    }
-
-
 class RawDataset(Dataset):
     """Windows of ``win_len`` frames from the episodes of one split of ``dataset_dirs``."""
+
+    mode = "raw"  # the data param ``mode`` this class serves
 
     def __init__(
         self,
@@ -281,7 +254,7 @@ class RawDataset(Dataset):
         meta_info = [window.pop("meta_info") for window in windows] if self.enable_contractor_info else None
         batch = stack_windows(windows)
         if meta_info is not None:
-            batch["meta_info"] = _stack_meta_info(meta_info, self.win_len)
+            batch["meta_info"] = stack_meta_info(meta_info, self.win_len)
         batch["image"] = buffers["image"]
         if self.stored_size is not None:
             batch["frame_size"] = torch.tensor([self.size[::-1]] * count)
@@ -292,17 +265,25 @@ class RawDataset(Dataset):
             batch["segment"]["obj_mask"] = buffers["obj_mask"]
         return batch
 
-    def batch_shapes(self, count: int) -> dict[str, tuple[int, ...]]:
-        """Shapes of the uint8 tensors of a batch of ``count`` windows: frames and condition masks."""
+    def batch_params(self, count: int) -> BatchParams:
+        """What the fields of a batch of ``count`` windows depend on (``modalities.batch_fields``)."""
         width, height = self.size
-        if self.stored_size is None:
-            shapes = {"image": (count, self.win_len, height, width, 3)}
-        else:
-            stored_h, stored_w = self.stored_size
-            shapes = {"image": (count, self.win_len, stored_h * 3 // 2, stored_w)}
-        if self.enable_segment:
-            shapes["obj_mask"] = (count, self.win_len, height, width)
-        return shapes
+        return BatchParams(
+            count,
+            self.win_len,
+            width,
+            height,
+            self.stored_size,
+            self.enable_segment,
+            self.enable_prev_action,
+            self.enable_contractor_info,
+            self.mode,
+        )
+
+    def batch_shapes(self, count: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the uint8 buffers of a batch of ``count`` windows: frames and condition masks."""
+        fields = batch_fields(self.batch_params(count))
+        return {name.rsplit("/", 1)[-1]: f.shape for name, f in fields.items() if f.fill == "buffer"}
 
     def _batch_buffers(self, count: int) -> dict[str, torch.Tensor]:
         shapes = self.batch_shapes(count)
@@ -399,23 +380,11 @@ class RawDataset(Dataset):
 
     def _padding(self, episode: str) -> dict[str, Any]:
         """The small fields of an all-padding window (``first`` set: nothing continues into it)."""
-        length = self.win_len
-        first = np.zeros(length, dtype=bool)
-        first[0] = True
-        fields: dict[str, Any] = {
-            "env_action": zero_env_action(length),
-            "mask": np.zeros(length, dtype=np.uint8),
-            "timestamp": np.full(length, -1, dtype=np.int64),
-            "first": first,
-            "episode": episode,
-        }
-        if self.enable_prev_action:
-            fields["env_prev_action"] = zero_env_action(length)
-        if self.enable_segment:
-            fields["segment"] = no_condition(length)
-        if self.enable_contractor_info:
-            fields["meta_info"] = {}
-        return fields
+        return {**copy_window(self._padding_window), "episode": episode}
+
+    @functools.cached_property
+    def _padding_window(self) -> dict[str, Any]:
+        return padding_window(self.batch_params(1))
 
 
 def _shift_right(value: Any, steps: int) -> Any:
@@ -427,25 +396,6 @@ def _shift_right(value: Any, steps: int) -> Any:
     if isinstance(value, list):
         return value[-steps:] + value[:-steps]
     return value
-
-
-def meta_info_rows(frames: Sequence[Any], length: int) -> dict[str, list[Any]]:
-    """Per-frame meta_info as the reference batches it: field -> ``length`` values, None where absent.
-
-    Fields are those of any frame of the window; padding frames and frames without a field get None.
-    """
-    keys = dict.fromkeys(key for frame in frames if isinstance(frame, dict) for key in frame)
-    return {
-        key: [frame.get(key) if isinstance(frame, dict) else None for frame in frames]
-        + [None] * (length - len(frames))
-        for key in keys
-    }
-
-
-def _stack_meta_info(windows: list[dict[str, list[Any]]], length: int) -> dict[str, list[list[Any]]]:
-    """Batch per-window meta_info: field -> one list per window, all-None for windows without it."""
-    keys = dict.fromkeys(key for window in windows for key in window)
-    return {key: [window.get(key, [None] * length) for window in windows] for key in keys}
 
 
 def _agent_action(env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -53,6 +53,8 @@ class EventDataset(RawDataset):
     ``dataset_kwargs`` are ``RawDataset``'s arguments; only the window index differs.
     """
 
+    mode = "event"
+
     def __init__(
         self,
         dataset_dirs: str | os.PathLike | Sequence[str | os.PathLike],

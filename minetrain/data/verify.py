@@ -13,14 +13,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from minetrain.data.store import MODALITIES, layout
-from minetrain.data.store.codecs import decode_video, rle_decode
 from minetrain.data.store.handles import read_part_info, reader_env
-from minetrain.data.store.safe_pickle import load_pickle
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.data.workers import die_with_parent
 from minetrain.errors import DataError, UnsafeDataError
 
@@ -64,49 +60,6 @@ class _Task:
     chunk_size: int
 
 
-def check_chunk(modality: str, data: bytes, expected: int) -> None:
-    """Decode one chunk and check it holds ``expected`` frames of ``modality``; DataError if not."""
-    if modality == "image":
-        frames = decode_video(data)
-        if len(frames) != expected:
-            raise DataError(f"MP4 holds {len(frames)} frames, expected {expected}")
-        return
-    value = load_pickle(data, "", "re-convert this episode")
-    if modality == "action":
-        _check_action(value, expected)
-    else:
-        if not isinstance(value, list) or not all(isinstance(frame, dict) for frame in value):
-            raise DataError(f"holds {type(value).__name__}, expected a list with one dict per frame")
-        if len(value) != expected:
-            raise DataError(f"holds {len(value)} frames, expected {expected}")
-        if modality == "segmentation":
-            _check_segmentation(value)
-
-
-def _check_action(value: Any, expected: int) -> None:
-    if not isinstance(value, dict) or not value:
-        raise DataError(f"holds {type(value).__name__}, expected a dict of per-frame arrays")
-    lengths = {key: len(v) if isinstance(v, np.ndarray) and v.ndim else None for key, v in value.items()}
-    bad = {key: n for key, n in lengths.items() if n != expected}
-    if bad:
-        detail = ", ".join(f"{key}={n if n is not None else 'not an array'}" for key, n in bad.items())
-        raise DataError(f"action arrays must have {expected} rows; {detail}")
-    camera = value.get("camera")
-    if camera is not None and camera.shape[1:] != (2,):
-        raise DataError(f"camera has shape {camera.shape}, expected ({expected}, 2)")
-
-
-def _check_segmentation(frames: list[dict]) -> None:
-    for offset, frame in enumerate(frames):
-        for key, value in frame.items():
-            if not isinstance(value, dict) or "rle_mask" not in value or "obj_id" not in value:
-                raise DataError(f"frame {offset} interaction {key!r} lacks rle_mask/obj_id")
-            try:
-                rle_decode(value["rle_mask"])
-            except DataError as exc:
-                raise DataError(f"frame {offset} interaction {key!r}: {exc}") from None
-
-
 def _verify_episode(task: _Task) -> tuple[int, list[Problem]]:
     problems = []
     count = 0
@@ -124,7 +77,7 @@ def _verify_episode(task: _Task) -> tuple[int, list[Problem]]:
             problems.append(Problem(task.part, task.modality, task.episode, key.decode(), "chunk is missing"))
             continue
         try:
-            check_chunk(task.modality, data, expected)
+            MODALITY_SPECS[task.modality].check(data, expected)
         except UnsafeDataError as exc:
             # Not one bad chunk among others: the dataset is hostile, so verifying stops here.
             raise UnsafeDataError(
@@ -139,7 +92,7 @@ def _verify_episode(task: _Task) -> tuple[int, list[Problem]]:
 
 
 # Modalities every episode must have: without them there is nothing to train on.
-CORE_MODALITIES = ("image", "action")
+CORE_MODALITIES = tuple(name for name, spec in MODALITY_SPECS.items() if spec.required)
 
 
 def _plan(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minetrain.data.render import action_row, annotate_frame, make_grid, save_clip, save_png
+from minetrain.data.render import annotate_frame, make_grid, save_clip, save_png
 from minetrain.data.store import TrajectoryStore
-from minetrain.data.store.codecs import rle_decode
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.data.summary import present_modalities
 from minetrain.errors import DataError
 
@@ -19,30 +19,22 @@ def render_episode(
     present = present_modalities(dataset_dir)
     if "image" not in present:
         raise DataError(f"{dataset_dir}: has no image modality to view")
-    modalities = [m for m in ("image", "action", "segmentation") if m in present]
-    store = TrajectoryStore(dataset_dir, modalities=modalities)
+    # The image is the canvas; the other modalities with a ``draw`` annotate it.
+    drawn_on = [m for m, spec in MODALITY_SPECS.items() if m in present and spec.draw is not None]
+    store = TrajectoryStore(dataset_dir, modalities=["image", *drawn_on])
     num_frames = store.locate(episode, "image").num_frames
     if not 0 <= start < num_frames:
         raise DataError(
             f"{dataset_dir}: episode {episode} has frames 0..{num_frames - 1}; --start {start} is outside"
         )
     stop = min(num_frames, start + frames)
-    images = store.read(episode, "image", start, stop)
-    actions = store.read(episode, "action", start, stop) if "action" in modalities else None
-    segments = store.read(episode, "segmentation", start, stop) if "segmentation" in modalities else None
+    values = {m: store.read(episode, m, start, stop) for m in drawn_on}
     drawn = []
-    for offset, image in enumerate(images):
-        interactions = list(segments[offset].values()) if segments else []
-        masks = [(rle_decode(v["rle_mask"]), int(v["obj_id"])) for v in interactions]
-        drawn.append(
-            annotate_frame(
-                image,
-                index=start + offset,
-                masks=masks,
-                events=[str(v.get("event", "")) for v in interactions],
-                action=action_row(actions, offset) if actions is not None else None,
-            )
-        )
+    for offset, image in enumerate(store.read(episode, "image", start, stop)):
+        notes = {}
+        for modality, value in values.items():
+            notes |= MODALITY_SPECS[modality].draw(value, offset)
+        drawn.append(annotate_frame(image, index=start + offset, **notes))
     if out.suffix.lower() == ".mp4":
         return save_clip(drawn, out)
     return save_png(make_grid(drawn, columns=columns), out)

@@ -20,12 +20,13 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from minetrain.data.store.decoder import mp4_packets, process_decoder
-from minetrain.data.store.layout import PICKLE_PROTOCOL
 from minetrain.errors import ConfigError, DataError
 
 DEFAULT_CRF = 23
 DEFAULT_PRESET = "medium"
 MASK_SHAPE = (360, 640)
+# Bookkeeping and chunk pickles use protocol 4 so that older Pythons/readers load them too.
+PICKLE_PROTOCOL = 4
 # x264's B-frame lookahead (with mbtree on) makes some frame sizes, 32x32 and 224x224 among them,
 # encode differently depending on what earlier encodes left in memory, even single-threaded, so
 # converting a dataset twice gave different chunks. Without B-frames an encode is a pure function

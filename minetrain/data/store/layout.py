@@ -11,25 +11,18 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.errors import DataError
 
-MODALITIES = ("image", "action", "segmentation", "meta_info")
+MODALITIES = tuple(MODALITY_SPECS)
 
 # Folder names the reference library also accepts for a modality; the first is the one we write.
-FOLDER_NAMES = {
-    "image": ("image", "video"),
-    "action": ("action",),
-    "segmentation": ("segmentation", "segment"),
-    "meta_info": ("meta_info", "contractor_info"),
-}
+FOLDER_NAMES = {name: spec.folders for name, spec in MODALITY_SPECS.items()}
 
 CHUNK_SIZE_KEY = b"__chunk_size__"
 CHUNK_INFOS_KEY = b"__chunk_infos__"
 NUM_EPISODES_KEY = b"__num_episodes__"
 NUM_TOTAL_FRAMES_KEY = b"__num_total_frames__"
-
-# Bookkeeping and chunk pickles use protocol 4 so that older Pythons/readers load them too.
-PICKLE_PROTOCOL = 4
 
 # Parts under construction live here, outside every modality folder: the reference reader opens
 # every entry of a modality folder as an LMDB environment.

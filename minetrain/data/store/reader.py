@@ -26,6 +26,7 @@ from minetrain.data.store.codecs import (
     iter_video_frames,
 )
 from minetrain.data.store.handles import read_part_info, reader_env
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import ConfigError, DataError
 
@@ -287,48 +288,28 @@ class TrajectoryStore:
                 f"0..{location.num_frames}; "
                 "ask for a range inside the episode"
             )
-        size_c = location.chunk_size
-        first = start - start % size_c
-        if modality == "image":
+        spec = MODALITY_SPECS[modality]
+        if spec.video:
             return self._read_image(episode, location, start, stop, size, out)
+        chunk_starts = range(start - start % location.chunk_size, stop, location.chunk_size)
         pieces = []
-        chunk_starts = range(first, stop, size_c)
-        chunks = self.raw_chunks(episode, modality, chunk_starts)
-        for chunk_start, data in zip(chunk_starts, chunks, strict=True):
-            expected = min(size_c, location.num_frames - chunk_start)
-            value = load_pickle(
-                data,
-                location.describe(episode, chunk_start),
-                "run `minetrain data verify` and re-convert this episode",
-            )
-            lo, hi = max(start - chunk_start, 0), min(stop - chunk_start, expected)
-            pieces.append(self._slice_pickled(episode, location, chunk_start, value, expected, lo, hi))
-        if modality == "action":
-            keys = pieces[0].keys()
-            if any(piece.keys() != keys for piece in pieces):
+        for chunk_start, data in zip(
+            chunk_starts, self.raw_chunks(episode, modality, chunk_starts), strict=True
+        ):
+            where = location.describe(episode, chunk_start)
+            expected = min(location.chunk_size, location.num_frames - chunk_start)
+            value = load_pickle(data, where, "run `minetrain data verify` and re-convert this episode")
+            piece = spec.take(value, expected, max(start - chunk_start, 0), min(stop - chunk_start, expected))
+            if piece is None:
                 raise DataError(
-                    f"{location.describe(episode)}: action chunks disagree on their keys; "
-                    "re-convert this episode"
+                    f"{where}: chunk does not hold {expected} frames of {modality}; "
+                    "run `minetrain data verify` and re-convert this episode"
                 )
-            return {key: np.concatenate([piece[key] for piece in pieces]) for key in keys}
-        return [frame for piece in pieces for frame in piece]
-
-    @staticmethod
-    def _slice_pickled(
-        episode: str, location: EpisodeLocation, chunk_start: int, value: Any, expected: int, lo: int, hi: int
-    ) -> Any:
-        if location.modality == "action":
-            ok = isinstance(value, dict) and all(
-                isinstance(v, np.ndarray) and v.ndim and len(v) >= expected for v in value.values()
-            )
-            if ok:
-                return {key: array[lo:hi] for key, array in value.items()}
-        elif isinstance(value, list) and len(value) >= expected:
-            return value[lo:hi]
-        raise DataError(
-            f"{location.describe(episode, chunk_start)}: chunk does not hold {expected} frames of "
-            f"{location.modality}; run `minetrain data verify` and re-convert this episode"
-        )
+            pieces.append(piece)
+        try:
+            return spec.join(pieces)
+        except DataError as exc:
+            raise DataError(f"{location.describe(episode)}: {exc}") from None
 
     def _read_image(
         self,

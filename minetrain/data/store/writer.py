@@ -23,6 +23,7 @@ from minetrain.data.store.codecs import DEFAULT_CRF, DEFAULT_PRESET, dumps_chunk
 from minetrain.data.store.episode import Episode
 from minetrain.data.store.handles import read_part_info
 from minetrain.data.store.lock import dataset_write_lock
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.errors import ConfigError, DataError
 from minetrain.files import fsync_directory
 
@@ -142,7 +143,7 @@ class DatasetWriter:
         chunks = []
         for start in range(0, episode.num_frames, self.chunk_size):
             value = episode.chunk(modality, start, start + self.chunk_size)
-            if modality == "image":
+            if MODALITY_SPECS[modality].video:
                 data = encode_video(value, fps=self.fps, crf=self.image_crf, preset=self.image_preset)
             else:
                 data = dumps_chunk(value)
