@@ -14,7 +14,7 @@ from minetrain.models import build_policy
 from minetrain.models.heads import ActionHeads
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
 from minetrain.models.vpt.formats import config_from_json, reference_hub_config
-from minetrain.models.vpt.impala import FanInConv, MaxPoolCompactIndices
+from minetrain.models.vpt.impala import DownStack, FanInConv, MaxPoolCompactIndices
 
 TOL = 1e-5
 TINY = {
@@ -275,4 +275,28 @@ def test_fused_group_norm_conv_relu_equals_the_modules(dtype, input_dtype, keep_
         out.float().square().sum().backward()
         grads.append([out, leaf.grad, *(p.grad for p in conv.parameters())])
     for ours, plain in zip(*grads, strict=True):
+        assert torch.equal(ours, plain)
+
+
+def test_down_stack_under_bf16_autocast_has_the_modules_gradients(monkeypatch):
+    # Inside a stack GroupNorm sees bf16 activations; its backward must run as autograd runs the
+    # modules' (in bf16 on CPU), not in float32, or the gradients drift from the reference's.
+    torch.manual_seed(0)
+    stack = DownStack(3, 16, 1.0, {"group_norm_groups": 1}, False, 1)
+    x = torch.rand(4, 3, 32, 32).to(memory_format=torch.channels_last)
+
+    def modules(self, x, keep_output=True, relu=True):
+        x = self.layer(self.norm(x) if self.norm is not None else x)
+        return torch.relu(x) if relu else x
+
+    results = []
+    for unfused in (False, True):
+        if unfused:
+            monkeypatch.setattr(FanInConv, "forward", modules)
+        stack.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = stack(x)
+        out.float().square().sum().backward()
+        results.append([out, *(p.grad for p in stack.parameters())])
+    for ours, plain in zip(*results, strict=True):
         assert torch.equal(ours, plain)
