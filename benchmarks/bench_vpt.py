@@ -11,7 +11,9 @@ first child and loaded by ours) and see the same synthetic frames and actions, s
 loss must agree; it is printed. Each measurement runs in its own child process (peak RSS per
 child); repetitions alternate between the libraries and the figures are medians with ranges.
 Rates come from process CPU time at a fixed thread count (default 1): on a shared machine wall
-time mostly measures the neighbours; wall-clock rates are printed too.
+time mostly measures the neighbours; wall-clock rates are printed too. Memory is reported twice:
+whole-process peak RSS, and the step's own memory (peak RSS minus the RSS after imports: what a
+GPU's peak allocation counts: parameters, gradients, optimizer state, activations).
 
     python benchmarks/bench_vpt.py [--reps 3] [--steps 3] [--threads 1] [--precision bf16-mixed] [--quick]
 """
@@ -52,7 +54,7 @@ QUICK_CONFIG["attention_memory_size"] = 12
 REFERENCE_ONLY = {"recurrence_type": "transformer", "attention_mask_style": "clipped_causal"}
 TEMPERATURE = 2.0
 BATCH = 2
-KEYS = ("steps_per_cpu_s", "steps_per_wall_s", "peak_rss_mb", "rss_growth_mb")
+KEYS = ("steps_per_cpu_s", "steps_per_wall_s", "peak_rss_mb", "step_memory_mb")
 LR, WEIGHT_DECAY = 4e-5, 0.000181  # MineStudio's vpt_raw_config
 
 
@@ -116,17 +118,22 @@ def _detach(memory):
 
 
 def measure(impl: str, config: dict, steps: int, threads: int, precision: str, weights: str | None) -> dict:
-    """Run in a child process: warm-up step, then ``steps`` timed training steps."""
+    """Run in a child process: warm-up step, then ``steps`` timed training steps.
+
+    ``step_memory_mb`` is what a GPU's peak allocation would count: the training step's own memory
+    (parameters, gradients, optimizer state, activations), as peak RSS minus the RSS once torch and
+    the library are imported, before the model is built."""
     import torch
 
     torch.set_num_threads(threads)
-    model = _build(impl, config, weights).train()
     objective = _objective(impl)
+    _build(impl, QUICK_CONFIG, None)  # imports the policy's modules before the baseline
+    rss_imported = rss_mb()
+    model = _build(impl, config, weights).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     batches = [_batch(config, seed) for seed in range(steps + 1)]
     memory = None
     losses = []
-    rss_before = rss_mb()
     clock = Clock()
     for i, batch in enumerate(batches):
         with clock if i else Clock():  # the first step is a warm-up
@@ -143,7 +150,7 @@ def measure(impl: str, config: dict, steps: int, threads: int, precision: str, w
         "steps_per_cpu_s": steps / clock.cpu,
         "steps_per_wall_s": steps / clock.wall,
         "peak_rss_mb": peak,
-        "rss_growth_mb": peak - rss_before,
+        "step_memory_mb": peak - rss_imported,
         "losses": losses,
         "params": sum(p.numel() for p in model.parameters()),
     }
@@ -221,7 +228,7 @@ def main() -> None:
             f"{name:>10}: {_summary(figures[name]['steps_per_cpu_s'], '.3f')} steps/CPU-s, "
             f"{_summary(figures[name]['steps_per_wall_s'], '.3f')} steps/wall-s, "
             f"peak RSS {_summary(figures[name]['peak_rss_mb'], '.0f')} MB "
-            f"(+{_summary(figures[name]['rss_growth_mb'], '.0f')} MB while training), "
+            f"(step's own {_summary(figures[name]['step_memory_mb'], '.0f')} MB), "
             f"{results[0]['params']:,} params, first-step loss {results[0]['losses'][0]:.6f}"
         )
     if reference:
@@ -234,7 +241,7 @@ def main() -> None:
             f"     ratio: steps/CPU-s x{_summary(ratios['steps_per_cpu_s'], '.2f')}, "
             f"steps/wall-s x{_summary(ratios['steps_per_wall_s'], '.2f')}, "
             f"peak RSS x{_summary(ratios['peak_rss_mb'], '.2f')}, "
-            f"RSS growth while training x{_summary(ratios['rss_growth_mb'], '.2f')} "
+            f"step memory x{_summary(ratios['step_memory_mb'], '.2f')} "
             "(speed: >1 is faster; memory: <1 is smaller; per repetition, paired)"
         )
     if args.json:

@@ -8,7 +8,9 @@ its venv exists, /tmp/reference-venv):
 - model forward+backward steps/s, streaming inference frames/s and peak RSS (``bench_model``);
 - end-to-end Lightning training steps/s and peak memory (``bench_train``), small config, in two
   settings: A, 1 torch thread and 2 loader workers (the model's own speed); B, what a user gets
-  without tuning: torch's default threads (every core) and ``num_workers=0``.
+  without tuning: torch's default threads (every core) and ``num_workers=0``;
+- the VPT fine-tuning step (``bench_vpt``): steps/CPU-s, peak RSS and the step's own memory, both
+  libraries from the same initial weights on the same frames, fp32, 1 thread.
 
 Implementations alternate within each repetition (same machine load), and which one goes first
 alternates between repetitions. Medians over repetitions are reported with their ranges; the ratio
@@ -16,7 +18,7 @@ column is median minetrain / median reference, next to the median (and range) of
 ratios. Writes ``results.json`` and ``results.md`` to ``--out`` and, with ``--update-readme``, the
 table into README.md's Benchmarks section.
 
-    python benchmarks/run_all.py [--reps 3] [--only train] [--no-reference] [--update-readme]
+    python benchmarks/run_all.py [--reps 3] [--only train vpt] [--no-reference] [--update-readme]
     python benchmarks/run_all.py --quick --out /tmp/bench   # smoke run, tiny sizes, a few seconds
 """
 
@@ -28,12 +30,14 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import bench_model
 import bench_train
+import bench_vpt
 import torch
 from common import BATCH, CONFIG, REFERENCE_PYTHON, SIZE, children_cpu_s, ensure_dataset, run_child
 
@@ -52,6 +56,8 @@ FULL = dict(
     train_steps=3,
     train_warmup=1,
     train_workers=2,
+    vpt_config=bench_vpt.VPT_CONFIG,
+    vpt_steps=3,
 )
 QUICK = dict(
     size=64,
@@ -64,6 +70,8 @@ QUICK = dict(
     train_steps=1,
     train_warmup=1,
     train_workers=0,
+    vpt_config=bench_vpt.QUICK_CONFIG,
+    vpt_steps=1,
 )
 
 # Measurement groups: name -> (what the child measures, its settings). The train settings:
@@ -74,6 +82,7 @@ PLAN = {
     "model": ("model", {}),
     "train_defaults": ("train", {"threads": None, "workers": 0}),
     "train": ("train", {"threads": 1}),
+    "vpt": ("vpt", {}),
 }
 
 # (key in the result, measurement group, label, unit, higher is better)
@@ -89,6 +98,9 @@ ROWS = [
     ("train_rss", "train", "train peak RSS, trainer process (A)", "MB", False),
     ("train_default_wall", "train_defaults", "end-to-end train, B: defaults", "steps/s", True),
     ("train_default_cpu", "train_defaults", "end-to-end train, B: defaults", "steps/CPU-s", True),
+    ("vpt_train", "vpt", "VPT fine-tune step (1 thread)", "steps/CPU-s", True),
+    ("vpt_rss", "vpt", "VPT fine-tune step peak RSS", "MB", False),
+    ("vpt_step_memory", "vpt", "VPT step's own memory (peak RSS - RSS after imports)", "MB", False),
 ]
 # What each measurement's child returns -> the keys above.
 FIGURES = {
@@ -106,6 +118,7 @@ FIGURES = {
         "train_rss": "trainer_peak_rss_mb",
     },
     "train_defaults": {"train_default_wall": "steps_per_wall_s", "train_default_cpu": "steps_per_cpu_s"},
+    "vpt": {"vpt_train": "steps_per_cpu_s", "vpt_rss": "peak_rss_mb", "vpt_step_memory": "step_memory_mb"},
 }
 
 
@@ -140,6 +153,8 @@ def child(spec: dict) -> dict:
         return measure_loader(impl, spec["data"], spec["workers"], size, config["timesteps"])
     if what == "model":
         return bench_model.measure(impl, p["model_steps"], p["stream_frames"], 1, config, size)
+    if what == "vpt":
+        return bench_vpt.measure(impl, p["vpt_config"], p["vpt_steps"], 1, "32", spec["vpt_weights"])
     workers = spec.get("workers", p["train_workers"])
     return bench_train.measure(
         impl, spec["data"], p["train_steps"], p["train_warmup"], workers, spec["threads"], "32", config, size
@@ -147,7 +162,13 @@ def child(spec: dict) -> dict:
 
 
 def one_round(
-    impls: dict[str, Path | str], data: Path, params: dict, groups: list[str], shared: bool, flip: bool
+    impls: dict[str, Path | str],
+    data: Path,
+    params: dict,
+    groups: list[str],
+    shared: bool,
+    flip: bool,
+    vpt_weights: str | None,
 ) -> dict[str, dict[str, float]]:
     """Every measurement in ``groups`` once for each implementation, alternating implementations
     (in reverse order with ``flip``, so neither always runs first).
@@ -162,7 +183,14 @@ def one_round(
         for name in order:
             impl = "ours" if name == "minetrain" else "reference"
             specs = [
-                {"what": PLAN[g][0], "impl": impl, "data": str(data), "params": params, **PLAN[g][1]}
+                {
+                    "what": PLAN[g][0],
+                    "impl": impl,
+                    "data": str(data),
+                    "params": params,
+                    "vpt_weights": vpt_weights,
+                    **PLAN[g][1],
+                }
                 for g in batch
             ]
             found = run_child(impls[name], __file__, ["--child", json.dumps(specs)], f"{name} {batch}")
@@ -229,7 +257,10 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{meta['size']}x{meta['size']} frames with pixel noise (gameplay decode speed); "
         f"train A: {meta['train_workers']} loader workers, 1 torch thread; "
         f"train B: num_workers=0, torch's default threads ({meta['torch_threads']}); "
-        f"{meta['params']['train_steps']} timed steps after {meta['params']['train_warmup']}."
+        f"{meta['params']['train_steps']} timed steps after {meta['params']['train_warmup']}. "
+        f"VPT step: `bench_vpt.py`'s config, batch {bench_vpt.BATCH} x "
+        f"{meta['params']['vpt_config']['timesteps']} frames of 128x128, AdamW, fp32, 1 thread, "
+        f"{meta['params']['vpt_steps']} timed steps after 1, both libraries from the same weights."
     )
     return "\n".join(lines) + "\n"
 
@@ -292,11 +323,24 @@ def main() -> None:
     )
     groups = [g for g, (what, _) in PLAN.items() if not args.only or what in args.only]
     rounds = []
-    for rep in range(reps):
-        print(f"repetition {rep + 1}/{reps} ({', '.join(impls)}); load {os.getloadavg()[0]:.2f}", flush=True)
-        rounds.append(one_round(impls, data, params, groups, shared=args.quick, flip=rep % 2 == 1))
-        # Written after every repetition: a run stopped early still leaves the ones it finished.
-        table = write_results(args.out, rounds, params, groups, args.quick)
+    with tempfile.TemporaryDirectory() as tmp:
+        vpt_weights = None
+        if "vpt" in groups and "reference" in impls:
+            # The reference's initialisation, loaded by both (bench_vpt's same start).
+            vpt_weights = str(Path(tmp) / "vpt-init.pt")
+            run_child(
+                REFERENCE_PYTHON,
+                bench_vpt.__file__,
+                ["--save-weights", vpt_weights] + ["--quick"] * args.quick,
+                "saving VPT weights",
+            )
+        for rep in range(reps):
+            load = os.getloadavg()[0]
+            print(f"repetition {rep + 1}/{reps} ({', '.join(impls)}); load {load:.2f}", flush=True)
+            flip = rep % 2 == 1
+            rounds.append(one_round(impls, data, params, groups, args.quick, flip, vpt_weights))
+            # Written after every repetition: a run stopped early still leaves the ones it finished.
+            table = write_results(args.out, rounds, params, groups, args.quick)
     print(table)
     if args.update_readme:
         update_readme(table)

@@ -12,7 +12,7 @@ What a training step holds at its peak (the start of backward):
 With ``checkpoint_cnn=True`` only the stack outputs are kept and one stack's activations are
 recomputed at a time: peak = state + kept + largest stack's activations + working set.
 
-CPU autocast casts a few operations differently from CUDA's (normalisations stay fp32 on both), and
+CPU autocast casts a few operations differently from CUDA's (GroupNorm runs in bf16 on CPU, fp32 on CUDA), and
 allocator fragmentation is not modelled: read the figures as estimates with ~10% uncertainty.
 
     python benchmarks/vpt_memory.py [--batch 8] [--window 128] [--gpu-gb 80] [--shapes 1x 2x 3x]

@@ -30,6 +30,9 @@ def test_run_all_quick_writes_a_table_of_every_figure(tmp_path: Path) -> None:
         "train_rss",
         "train_default_wall",
         "train_default_cpu",
+        "vpt_train",
+        "vpt_rss",
+        "vpt_step_memory",
     }
     assert set(results["range"]["minetrain"]) == set(figures)
     assert all(value > 0 for value in figures.values())
@@ -37,6 +40,7 @@ def test_run_all_quick_writes_a_table_of_every_figure(tmp_path: Path) -> None:
     assert table.startswith("| measure | unit | minetrain |")
     assert "loader, 2 workers" in table
     assert "B: defaults" in table
+    assert "VPT fine-tune step (1 thread)" in table
 
 
 def test_bench_index_quick_reports_every_figure(tmp_path: Path) -> None:

@@ -198,12 +198,16 @@ def add_step_axis(value: object, single: bool) -> torch.Tensor:
     return value[None, None] if single else value[:, None]
 
 
-def step_frames(obs: Mapping) -> tuple[torch.Tensor, bool]:
-    """``obs['image']`` of one step, (H,W,3) for one environment or (N,H,W,3) for N, as (N,1,H,W,3),
-    and whether it was a single environment."""
+def step_batch(obs: Mapping) -> tuple[dict[str, torch.Tensor], bool]:
+    """One step's ``obs`` (no time axis) as a one-step batch: ``image`` (H,W,3) for one environment or
+    (N,H,W,3) for N as (N,1,H,W,3), ``first`` (if given) as (N,1); and whether it was a single
+    environment. What ``get_action`` of every policy starts from."""
     image = torch.as_tensor(obs["image"]) if "image" in obs else None
     if image is None or image.ndim not in (3, 4):
         shape = None if image is None else tuple(image.shape)
         raise ConfigError(f"obs['image'] is {shape}; expected (H,W,3) for one env or (N,H,W,3) for N envs")
     single = image.ndim == 3
-    return add_step_axis(image, single), single
+    batch = {"image": add_step_axis(image, single)}
+    if obs.get("first") is not None:
+        batch["first"] = add_step_axis(obs["first"], single)
+    return batch, single

@@ -26,7 +26,7 @@ from minetrain.models.inputs import (
     add_step_axis,
     carried_memory,
     parse_batch,
-    step_frames,
+    step_batch,
 )
 from minetrain.models.memory import FanInLinear, RecurrentBlocks
 
@@ -211,13 +211,10 @@ class RocketPolicy(nn.Module):
         (True at an episode start), without a time axis. Returns env-format actions (numpy arrays,
         leading axis N unless a single environment was given) and the new memory.
         """
-        image, single = step_frames(obs)
-        batch: dict[str, Any] = {"image": image}
+        batch, single = step_batch(obs)
         segment = obs.get("segment", obs.get("segmentation"))
         if segment is not None:
             batch["segment"] = {key: add_step_axis(segment[key], single) for key in ("obj_id", "obj_mask")}
-        if obs.get("first") is not None:
-            batch["first"] = add_step_axis(obs["first"], single)
         outputs, memory = self(batch, memory)
         return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 

@@ -14,7 +14,7 @@ from minetrain.models import build_policy
 from minetrain.models.heads import ActionHeads
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
 from minetrain.models.vpt.formats import config_from_json, reference_hub_config
-from minetrain.models.vpt.impala import FanInConv, MaxPoolCompactIndices
+from minetrain.models.vpt.impala import DownStack, FanInConv, MaxPoolCompactIndices
 
 TOL = 1e-5
 TINY = {
@@ -251,15 +251,20 @@ def test_checkpoint_with_objects_needs_weights_only_false(tiny, tmp_path):
     assert all(torch.equal(loaded[key], saved[key]) for key in saved)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# Under bf16 autocast the first block of a stack sees float32 input, later ones bf16 (on CPU GroupNorm
+# then runs in bf16, as autocast leaves it).
+@pytest.mark.parametrize(
+    ("dtype", "input_dtype"),
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16)],
+)
 @pytest.mark.parametrize("keep_output", [True, False])
-def test_fused_group_norm_conv_relu_equals_the_modules(dtype, keep_output):
+def test_fused_group_norm_conv_relu_equals_the_modules(dtype, input_dtype, keep_output):
     torch.manual_seed(0)
     conv = FanInConv(4, 6, 1.0, {"group_norm_groups": 2})
     with torch.no_grad():
         conv.norm.weight.normal_()
         conv.norm.bias.normal_()
-    x = torch.randn(3, 4, 9, 9).to(memory_format=torch.channels_last)
+    x = torch.randn(3, 4, 9, 9).to(input_dtype, memory_format=torch.channels_last)
     grads = []
     for fused in (True, False):
         conv.zero_grad()
@@ -270,4 +275,28 @@ def test_fused_group_norm_conv_relu_equals_the_modules(dtype, keep_output):
         out.float().square().sum().backward()
         grads.append([out, leaf.grad, *(p.grad for p in conv.parameters())])
     for ours, plain in zip(*grads, strict=True):
+        assert torch.equal(ours, plain)
+
+
+def test_down_stack_under_bf16_autocast_has_the_modules_gradients(monkeypatch):
+    # Inside a stack GroupNorm sees bf16 activations; its backward must run as autograd runs the
+    # modules' (in bf16 on CPU), not in float32, or the gradients drift from the reference's.
+    torch.manual_seed(0)
+    stack = DownStack(3, 16, 1.0, {"group_norm_groups": 1}, False, 1)
+    x = torch.rand(4, 3, 32, 32).to(memory_format=torch.channels_last)
+
+    def modules(self, x, keep_output=True, relu=True):
+        x = self.layer(self.norm(x) if self.norm is not None else x)
+        return torch.relu(x) if relu else x
+
+    results = []
+    for unfused in (False, True):
+        if unfused:
+            monkeypatch.setattr(FanInConv, "forward", modules)
+        stack.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = stack(x)
+        out.float().square().sum().backward()
+        results.append([out, *(p.grad for p in stack.parameters())])
+    for ours, plain in zip(*results, strict=True):
         assert torch.equal(ours, plain)

@@ -6,6 +6,7 @@ Module and parameter names follow OpenAI's ``lib/impala_cnn.py`` and ``lib/polic
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -85,6 +86,15 @@ def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.get_autocast_dtype(device.type)
 
 
+@functools.cache
+def _autocast_upcasts_group_norm(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether autocast to ``dtype`` on ``device`` runs GroupNorm in float32 (CUDA does) rather than in
+    its input's dtype (CPU does): asked of autocast itself once, so the fused path matches it."""
+    probe = torch.ones(1, 2, 1, 1, device=device, dtype=dtype)
+    with torch.autocast(device.type, dtype=dtype), torch.no_grad():
+        return F.group_norm(probe, 1).dtype == torch.float32
+
+
 class GroupNormConvReLU(torch.autograd.Function):
     """GroupNorm, 3x3 convolution, optional ReLU, keeping for backward only the input and the output (or
     the output's ReLU mask) instead of also the normalised tensor and the pre-ReLU output.
@@ -93,8 +103,8 @@ class GroupNormConvReLU(torch.autograd.Function):
     pass from the input and the saved statistics. The input is kept anyway (the previous layer's
     output, or a residual sum the next block needs), so per convolution one full activation less is
     kept, and the ReLU runs in place. Under autocast the ops run in the dtypes autocast gives them
-    (GroupNorm in float32, the convolution in the autocast dtype). Outputs and gradients equal the
-    unfused modules'.
+    (GroupNorm in float32 on CUDA, in its input's dtype on CPU; the convolution in the autocast
+    dtype), without extra float32 copies. Outputs and gradients equal the unfused modules'.
     """
 
     @staticmethod
@@ -102,10 +112,12 @@ class GroupNormConvReLU(torch.autograd.Function):
         ctx, x, norm_weight, norm_bias, weight, bias, groups: int, eps: float, keep_output: bool, relu: bool
     ):
         conv_dtype = _autocast_dtype(x.device)
+        upcast = conv_dtype is not None and _autocast_upcasts_group_norm(x.device, conv_dtype)
+        norm_dtype = torch.float32 if upcast else x.dtype
         n, c = x.shape[:2]
         with torch.autocast(x.device.type, enabled=False):
             z, mean, rstd = torch.native_group_norm(
-                x.float() if conv_dtype else x, norm_weight, norm_bias, n, c, x[0, 0].numel(), groups, eps
+                x.to(norm_dtype), norm_weight, norm_bias, n, c, x[0, 0].numel(), groups, eps
             )
             w, b = weight, bias
             if conv_dtype is not None:
@@ -117,7 +129,8 @@ class GroupNormConvReLU(torch.autograd.Function):
         if relu:
             y = F.relu_(y)
         ctx.save_for_backward(x, norm_weight, norm_bias, weight, mean, rstd, kept)
-        ctx.conv_dtype, ctx.groups, ctx.has_bias = conv_dtype, groups, bias is not None
+        ctx.conv_dtype, ctx.norm_dtype = conv_dtype, norm_dtype
+        ctx.groups, ctx.eps, ctx.has_bias = groups, eps, bias is not None
         return y
 
     @staticmethod
@@ -133,8 +146,13 @@ class GroupNormConvReLU(torch.autograd.Function):
         del kept
         n, c = x.shape[:2]
         hw = x[0, 0].numel()
-        x32 = x.float() if ctx.conv_dtype else x
-        z = _group_norm_from_stats(x32, norm_weight, norm_bias, mean, rstd, ctx.groups)
+        xn = x.to(ctx.norm_dtype)
+        if xn.dtype == mean.dtype:
+            z = _group_norm_from_stats(xn, norm_weight, norm_bias, mean, rstd, ctx.groups)
+        else:
+            # A low-precision input: rerunning the (mixed-dtype) kernel is cheaper than the float32
+            # copies the rebuild would make, and gives the same rounding.
+            z = torch.native_group_norm(xn, norm_weight, norm_bias, n, c, hw, ctx.groups, ctx.eps)[0]
         w = weight
         if ctx.conv_dtype is not None:
             z, w = z.to(ctx.conv_dtype), weight.to(ctx.conv_dtype)
@@ -155,8 +173,8 @@ class GroupNormConvReLU(torch.autograd.Function):
         grad_x = grad_nw = grad_nb = None
         if grad_z is not None:
             grad_x, grad_nw, grad_nb = torch.ops.aten.native_group_norm_backward(
-                grad_z.to(x32.dtype),
-                x32,
+                grad_z.to(xn.dtype),
+                xn,
                 mean,
                 rstd,
                 norm_weight,

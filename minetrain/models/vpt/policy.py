@@ -18,7 +18,7 @@ from torch import nn
 from minetrain.errors import ConfigError
 from minetrain.models import checkpoint as checkpoint_files
 from minetrain.models.heads import ActionHeads, ValueHead, env_actions
-from minetrain.models.inputs import add_step_axis, carried_memory, parse_frames, step_frames
+from minetrain.models.inputs import carried_memory, parse_frames, step_batch
 from minetrain.models.memory import FanInLinear
 from minetrain.models.vpt.formats import recorded_kwargs
 from minetrain.models.vpt.impala import ImageEncoder, dense_layer_norm
@@ -198,10 +198,7 @@ class VPTPolicy(nn.Module):
         axis. Returns env-format actions (numpy arrays, leading axis N unless a single environment
         was given) and the new memory.
         """
-        image, single = step_frames(obs)
-        batch = {"image": image}
-        if obs.get("first") is not None:
-            batch["first"] = add_step_axis(obs["first"], single)
+        batch, single = step_batch(obs)
         outputs, memory = self(batch, memory)
         return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 
