@@ -218,6 +218,14 @@ class BatchRing:
                     if view is not None:
                         weakref.finalize(view, self._trim_slot, int(worker), int(slot), key)
 
+    def abandon(self) -> None:
+        """Main side, its workers stopped: the slots they were filling will never be delivered.
+        Give back the pages of all slots but those of batches training holds (``trim``)."""
+        with self._lock:
+            state = self.state.numpy()
+            state[state == FILLING] = FREE
+        self.trim()
+
     def _trim_slot(self, worker: int, slot: int, dying: str) -> None:
         # A weakref callback runs before the tensor being freed lets go of its storage.
         with self._lock:

@@ -101,7 +101,7 @@ class WindowLoader(DataLoader):
     skipped_windows: dict[int, int]
     batch_ring: BatchRing | None = None
     _passes = 0
-    _unfinished = False  # a pass started with workers has not run to its end
+    _unfinished = False  # a pass with persistent workers has not run to its end
 
     def __init__(
         self,
@@ -126,15 +126,19 @@ class WindowLoader(DataLoader):
             self.dataset.set_epoch(epoch)
         self._passes += 1
         if self._unfinished:
-            # Resumed workers would drop the batches still in flight, and with them their slots.
+            # Resumed workers would drop the batches in flight, and with them their slots; new
+            # workers would inherit the old ring's pages while the unfinished pass holds the ring.
+            ring = self.batch_ring
             self.release_shared_memory()
+            if ring is not None:
+                ring.abandon()
         if self.num_workers and self._iterator is None:
             self._prepare_workers()
         batches = super().__iter__() if self.num_workers else self._batches_in_process()
         ring = self.batch_ring if self.num_workers else None
         if ring is not None:
             ring.release_unreferenced()  # batches training dropped since the last pass ended
-        self._unfinished = bool(self.num_workers)
+        self._unfinished = bool(self.num_workers and self.persistent_workers)
         return self._pass(self.dataset.epoch, batches, ring, self._passes)
 
     def _batches_in_process(self) -> Iterator[Any]:

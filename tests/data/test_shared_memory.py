@@ -9,6 +9,7 @@ from resume_harness import fit_recording
 from test_datamodule import make_module, signature
 
 from minetrain.data import shm
+from minetrain.data.buffers import FREE
 from minetrain.data.shm import HELD_BY_TRAINING, process_tree, shared_memory_held, shared_memory_need
 from minetrain.data.synth import write_synthetic_dataset
 from minetrain.errors import ConfigError
@@ -115,6 +116,25 @@ def test_shared_memory_is_given_back_when_iteration_stops(dataset_dir, ring):
     assert held() > idle
     del kept
     assert held() == idle
+
+
+def test_a_pass_left_unfinished_is_followed_by_fresh_workers_and_a_fresh_ring(dataset_dir):
+    """Lightning leaves a pass cut short (``limit_train_batches``) open; resumed workers would drop
+    its batches in flight, and their slots with them."""
+    expected = [signature(batch) for batch in make_module(dataset_dir, workers=0).train_dataloader()]
+    loader = make_module(dataset_dir, workers=2).train_dataloader()
+    idle = held() + RING_BOOKKEEPING
+    cut = iter(loader)
+    next(cut)
+    first = loader.batch_ring
+    assert [signature(batch) for batch in loader] == expected
+    assert loader.batch_ring is not first
+    del cut, first
+    ring = loader.batch_ring
+    ring.release_unreferenced()
+    assert (ring.state == FREE).all(), "every slot is handed back once its batch is dropped"
+    # The workers started while the cut pass held the old ring: of it they keep only its bookkeeping.
+    assert held() == idle + RING_BOOKKEEPING
 
 
 def test_shared_memory_is_given_back_when_the_trainer_ends(dataset_dir, tmp_path):
