@@ -15,16 +15,17 @@ through a socket handshake, and the main process maps it anew.
   worker decodes into a free slot of its own and sends where the tensor lies in the slot (a
   ``SlotRef``) instead of the tensor; small fields travel by value inside the pickle. The main
   process maps every slot already and turns the references back into views (``unpack``), so
-  nothing is copied, mapped or faulted per batch. A slot goes back to its worker
-  once the main process holds no reference to it (same reference count), so a batch training
-  still uses is never overwritten. A worker whose slots are all in use (it ran ahead while
+  nothing is copied, mapped or faulted per batch. A slot goes back to its worker once the main
+  process holds no reference to it (same reference count), so a batch training still uses is
+  never overwritten. A worker whose slots are all in use (it ran ahead while
   training holds a batch of it) falls back to fresh shared memory, as torch's loader would use:
   slower, never blocking.
 
 Slot states, each change made by one side only: FREE -> FILLING (the worker takes it) ->
 DELIVERED (the main process unpacks a batch of it) -> FREE (the main process dropped it).
 When iteration stops and the workers stay for the next epoch, ``trim`` gives the pages of the
-free slots back to the OS, and those of slots training still holds once it drops them.
+free slots back to the OS, and those of slots training still holds once it drops them; once the
+workers are stopped, ``abandon`` also frees the slots they were filling.
 """
 
 from __future__ import annotations
