@@ -95,13 +95,12 @@ class WindowLoader(DataLoader):
 
     Shared memory: at the end of an epoch persistent workers stay and the ring is trimmed;
     otherwise (a break, a deleted iterator, non-persistent workers, the trainer's teardown, a pass
-    left unfinished when the next one starts) the workers are stopped and the ring dropped.
+    with batches left behind when the next one starts) the workers are stopped and the ring dropped.
     """
 
     skipped_windows: dict[int, int]
     batch_ring: BatchRing | None = None
     _passes = 0
-    _unfinished = False  # a pass with persistent workers has not run to its end
 
     def __init__(
         self,
@@ -125,21 +124,26 @@ class WindowLoader(DataLoader):
         if epoch is not None:
             self.dataset.set_epoch(epoch)
         self._passes += 1
-        if self._unfinished:
-            # Resumed workers would drop the batches in flight, and with them their slots; new
-            # workers would inherit the old ring's pages while the unfinished pass holds the ring.
-            ring = self.batch_ring
+        ring = self.batch_ring
+        if ring is not None and self._batches_left_behind():
+            # Resumed workers would drop those batches, and with them their slots; new workers
+            # must not inherit the old ring's pages while the unfinished pass holds the ring.
             self.release_shared_memory()
-            if ring is not None:
-                ring.abandon()
+            ring.abandon()
         if self.num_workers and self._iterator is None:
             self._prepare_workers()
         batches = super().__iter__() if self.num_workers else self._batches_in_process()
         ring = self.batch_ring if self.num_workers else None
         if ring is not None:
             ring.release_unreferenced()  # batches training dropped since the last pass ended
-        self._unfinished = bool(self.num_workers and self.persistent_workers)
         return self._pass(self.dataset.epoch, batches, ring, self._passes)
+
+    def _batches_left_behind(self) -> bool:
+        """Whether the persistent workers' last pass stopped before its last batch (Lightning's
+        ``limit_train_batches``): torch's iterator counts the index batches it sent and the
+        batches it returned, and drops the difference when its workers resume."""
+        iterator = self._iterator
+        return iterator is not None and iterator._send_idx > iterator._rcvd_idx
 
     def _batches_in_process(self) -> Iterator[Any]:
         """``num_workers=0``: what torch's single-process iterator yields, without its profiler range.
@@ -182,7 +186,6 @@ class WindowLoader(DataLoader):
             self._iterator._shutdown_workers()
             self._iterator = None
         self.batch_ring = self._hooks.ring = None
-        self._unfinished = False
 
     def _pass(self, epoch: int, batches: Iterator[Any], ring: BatchRing | None, number: int) -> Iterator[Any]:
         skipped = 0
@@ -209,7 +212,6 @@ class WindowLoader(DataLoader):
         finally:
             if self.num_workers and number == self._passes:  # else a later pass owns the workers
                 if exhausted and self.persistent_workers:
-                    self._unfinished = False
                     if ring is not None:
                         ring.trim()  # the workers idle until the next epoch reuses their slots
                 else:

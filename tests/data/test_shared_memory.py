@@ -118,12 +118,18 @@ def test_shared_memory_is_given_back_when_iteration_stops(dataset_dir, ring):
     assert held() == idle
 
 
-def test_a_pass_left_unfinished_is_followed_by_fresh_workers_and_a_fresh_ring(dataset_dir):
-    """Lightning leaves a pass cut short (``limit_train_batches``) open; resumed workers would drop
-    its batches in flight, and their slots with them."""
+def test_a_pass_cut_short_is_followed_by_fresh_workers_and_a_fresh_ring(dataset_dir):
+    """Lightning leaves a pass open: at its last batch (it knows the length), or cut short by
+    ``limit_train_batches``, when resumed workers would drop its batches in flight and their slots."""
     expected = [signature(batch) for batch in make_module(dataset_dir, workers=0).train_dataloader()]
     loader = make_module(dataset_dir, workers=2).train_dataloader()
     idle = held() + RING_BOOKKEEPING
+    whole = iter(loader)
+    assert [signature(next(whole)) for _ in range(len(loader))] == expected
+    kept = loader.batch_ring
+    assert [signature(batch) for batch in loader] == expected
+    assert loader.batch_ring is kept, "nothing was left behind: the workers and their ring stay"
+    del whole, kept
     cut = iter(loader)
     next(cut)
     first = loader.batch_ring
