@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from minetrain.actions import CAMERA_KEY, CAMERA_NULL_CLASS, camera_bins, dequantize_camera
-from minetrain.data.datamodule import collate_windows
+from minetrain.data.loader import collate_windows
 from minetrain.data.render import INTERACTION_NAMES, interaction_name
 from minetrain.offline.mine_callbacks.behavior_clone import bc_terms
 

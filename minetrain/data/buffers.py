@@ -12,18 +12,20 @@ through a socket handshake, and the main process maps it anew.
 * ``BatchRing`` (``num_workers > 0``): before its workers start, the loader allocates
   ``prefetch_factor`` shared-memory batch slots per worker, the batches torch's own loader keeps
   in flight (``shm.py`` states the bound); a slot's pages are allocated when first written. A
-  worker decodes into a free slot of its own and sends where the tensor lies in the slot instead
-  of the tensor; small fields travel by value inside the pickle. The main process maps every
-  slot already, so nothing is copied, mapped or faulted per batch. A slot goes back to its worker
-  once the main process holds no reference to it (same reference count), so a batch training
-  still uses is never overwritten. A worker whose slots are all in use (it ran ahead while
+  worker decodes into a free slot of its own and sends where the tensor lies in the slot (a
+  ``SlotRef``) instead of the tensor; small fields travel by value inside the pickle. The main
+  process maps every slot already and turns the references back into views (``unpack``), so
+  nothing is copied, mapped or faulted per batch. A slot goes back to its worker once the main
+  process holds no reference to it (same reference count), so a batch training still uses is
+  never overwritten. A worker whose slots are all in use (it ran ahead while
   training holds a batch of it) falls back to fresh shared memory, as torch's loader would use:
   slower, never blocking.
 
 Slot states, each change made by one side only: FREE -> FILLING (the worker takes it) ->
-DELIVERED (the main process unpickles a batch of it) -> FREE (the main process dropped it).
+DELIVERED (the main process unpacks a batch of it) -> FREE (the main process dropped it).
 When iteration stops and the workers stay for the next epoch, ``trim`` gives the pages of the
-free slots back to the OS, and those of slots training still holds once it drops them.
+free slots back to the OS, and those of slots training still holds once it drops them; once the
+workers are stopped, ``abandon`` also frees the slots they were filling.
 """
 
 from __future__ import annotations
@@ -32,21 +34,20 @@ import ctypes
 import math
 import mmap
 import threading
-import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from minetrain.errors import DataError
-
 FREE, FILLING, DELIVERED = 0, 1, 2
 # The x86-64 and arm64 transparent huge page: smaller buffers gain nothing from asking for them.
 HUGE_PAGE = 2 << 20
+# The allocator hook a dataset's worker copy gets: buffers of these shapes, or None (make fresh ones).
+TakeBuffers = Callable[[Mapping[str, tuple[int, ...]]], dict[str, torch.Tensor] | None]
 
-_RINGS: weakref.WeakValueDictionary[str, BatchRing] = weakref.WeakValueDictionary()
 # Frees the pages of a shared mapping in every process that maps it (Linux; a no-op elsewhere).
 _MADV_REMOVE = getattr(mmap, "MADV_REMOVE", None)
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -118,7 +119,6 @@ class BatchRing:
     """``slots`` shared-memory batches per worker, each a uint8 tensor per key of ``shapes``."""
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], workers: int, slots: int) -> None:
-        self.id = uuid.uuid4().hex
         self.shapes = {key: tuple(shape) for key, shape in shapes.items()}
         self.buffers = [
             [{key: shared_uint8(shape) for key, shape in self.shapes.items()} for _ in range(slots)]
@@ -130,7 +130,6 @@ class BatchRing:
         self._slot_of: dict[int, tuple[int, str]] | None = None
         # The tensors each delivered slot was last handed out as, to trim it once training drops them.
         self._delivered: dict[tuple[int, int, str], weakref.ref[torch.Tensor]] = {}
-        _RINGS[self.id] = self
 
     @property
     def nbytes(self) -> int:
@@ -172,19 +171,26 @@ class BatchRing:
             return value
         where = self._slot_of.get(value.untyped_storage().data_ptr())
         if where is not None:
-            return _SlotView(self.id, worker, *where, value.shape, value.stride(), value.storage_offset())
+            return SlotRef(worker, *where, tuple(value.shape), value.stride(), value.storage_offset())
         if not value.is_shared() and value.dtype != torch.bfloat16 and not value.requires_grad:
             return _Value(value.numpy())
         return value
 
-    def deliver(
-        self, worker: int, slot: int, key: str, size: tuple[int, ...], stride: tuple[int, ...], offset: int
-    ) -> torch.Tensor:
-        """Main side: the view of slot ``slot`` of ``worker`` that a batch refers to."""
+    def unpack(self, batch: Any, pin: bool = False) -> Any:
+        """Main side: ``batch`` as a worker packed it, its slot references turned into views of the
+        slots (copied into pinned memory with ``pin``, which lets the slots go at once)."""
+        if isinstance(batch, dict):
+            return {key: self.unpack(value, pin) for key, value in batch.items()}
+        if not isinstance(batch, SlotRef):
+            return batch
+        view = self._deliver(batch)
+        return view.pin_memory() if pin else view
+
+    def _deliver(self, ref: SlotRef) -> torch.Tensor:
         with self._lock:
-            self.state[worker, slot] = DELIVERED
-            view = self.buffers[worker][slot][key].as_strided(size, stride, offset)
-            self._delivered[(worker, slot, key)] = weakref.ref(view)
+            self.state[ref.worker, ref.slot] = DELIVERED
+            view = self.buffers[ref.worker][ref.slot][ref.key].as_strided(ref.size, ref.stride, ref.offset)
+            self._delivered[(ref.worker, ref.slot, ref.key)] = weakref.ref(view)
             return view
 
     def release_unreferenced(self) -> None:
@@ -213,6 +219,14 @@ class BatchRing:
                     if view is not None:
                         weakref.finalize(view, self._trim_slot, int(worker), int(slot), key)
 
+    def abandon(self) -> None:
+        """Main side, its workers stopped: the slots they were filling will never be delivered.
+        Give back the pages of all slots but those of batches training holds (``trim``)."""
+        with self._lock:
+            state = self.state.numpy()
+            state[state == FILLING] = FREE
+        self.trim()
+
     def _trim_slot(self, worker: int, slot: int, dying: str) -> None:
         # A weakref callback runs before the tensor being freed lets go of its storage.
         with self._lock:
@@ -232,16 +246,16 @@ class BatchRing:
                 raise OSError(ctypes.get_errno(), "madvise(MADV_REMOVE) of a batch slot failed")
 
 
-class _SlotView:
-    """Where a tensor of a batch lies in a ring slot; unpickles as that view in the main process."""
+@dataclass(frozen=True, slots=True)
+class SlotRef:
+    """Where a tensor of a batch lies in a ring slot: what a worker sends instead of the tensor."""
 
-    __slots__ = ("args",)
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _deliver, self.args
+    worker: int
+    slot: int
+    key: str
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int
 
 
 class _Value:
@@ -254,13 +268,3 @@ class _Value:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return torch.from_numpy, (self.array,)
-
-
-def _deliver(ring_id: str, *args: Any) -> torch.Tensor:
-    ring = _RINGS.get(ring_id)
-    if ring is None:
-        raise DataError(
-            "a DataLoader worker sent a batch of a shared-memory ring this process does not own; "
-            "unpickle minetrain batches only in the process that created their DataLoader"
-        )
-    return ring.deliver(*args)

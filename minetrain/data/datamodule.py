@@ -17,11 +17,9 @@ Workers: each one limits torch to one thread and decodes video single-threaded (
 in ``data_params``), so ``num_workers`` processes use about ``num_workers`` cores; LMDB handles
 are opened lazily inside each worker by the store; train workers persist across epochs (val
 workers are started per validation run rather than idling in memory between runs); memory is
-pinned only when a GPU is present. Workers build whole batches in the slots of a shared-memory
-``BatchRing`` the loader allocates for them (``buffers.py``), so a batch reaches the main process
-without being copied, and its small fields travel inside the pickle. ``shared_batch_ring=False``
-leaves the hand-over to torch (fresh shared memory per batch). Either way ``/dev/shm`` is checked
-before workers start and the memory is given back when iteration stops (``shm.py``).
+pinned only when a GPU is present. The loaders are ``WindowLoader``s (``loader.py``): workers
+build whole batches in the slots of a shared-memory ring the loader owns, unless
+``shared_batch_ring=False`` leaves the hand-over to torch.
 """
 
 from __future__ import annotations
@@ -30,23 +28,19 @@ import inspect
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
-from lightning.fabric.utilities.apply_func import apply_to_collection
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
-from torch.utils.data import DataLoader, DistributedSampler, get_worker_info
+from torch.utils.data import DistributedSampler
 
-from minetrain.data.batching import stack_windows
-from minetrain.data.buffers import BatchRing
 from minetrain.data.dataset import RawDataset
 from minetrain.data.event_dataset import EVENT_PARAMS, EventDataset
+from minetrain.data.loader import WindowLoader, collate_windows, limit_worker_threads
 from minetrain.data.sampler import EpisodeContinuousBatchSampler, default_world
-from minetrain.data.shm import batch_bytes, check_shared_memory
-from minetrain.errors import ConfigError, MinetrainError
+from minetrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,157 +62,6 @@ DATA_PARAMS = (
     "enable_video_aug",
     "image_format",
 )
-
-
-def collate_windows(items: Sequence[Any] | dict[str, Any]) -> Any:
-    """The batch ``RawDataset.__getitems__`` built, or one stacked from single windows.
-
-    Stacks tensors, keeps strings and lists of strings as per-window lists, recurses into dicts.
-    In a worker of a ``WindowLoader`` the batch is then packed for its ``BatchRing``.
-    """
-    worker = get_worker_info()
-    ring = getattr(worker.dataset, "batch_ring", None) if worker is not None else None
-    batch = items if isinstance(items, dict) else stack_windows(items)
-    return ring.pack(worker.id, batch) if ring is not None else batch
-
-
-def _worker_message(err: MinetrainError) -> str | None:
-    """The one-line message of a minetrain error a DataLoader worker raised, or None if it is not one.
-
-    torch re-raises a worker's exception in the main process as the same class built from
-    "Caught <class> in DataLoader worker process N.\nOriginal Traceback ...": the worker's whole
-    formatted traceback, whose last entry reads "<module>.<class>: <message>".
-    """
-    text, kind = str(err), type(err)
-    head = f"\n{kind.__module__}.{kind.__qualname__}: "
-    if not text.startswith(f"Caught {kind.__name__} ") or head not in text:
-        return None
-    return text.rpartition(head)[2].rstrip("\n")
-
-
-def _limit_worker_threads(_: int) -> None:
-    torch.set_num_threads(1)
-
-
-class WindowLoader(DataLoader):
-    """A DataLoader that hands its sampler's epoch to the dataset and reports skipped windows.
-
-    The dataset seeds relabelling and dropout with the epoch, so before each pass the epoch of the
-    (batch) sampler is written to the dataset's shared epoch, which persistent workers read. Windows
-    the dataset replaced because of bad data (``on_error='skip'``: all-zero ``mask``) are counted
-    here, in the main process, whatever worker produced them, and logged when the pass ends.
-
-    Shared memory (``shm.py``): before workers start, ``/dev/shm`` is checked for what they may
-    need and, with ``shared_batch_ring``, they get a ``BatchRing`` of ``prefetch_factor`` slots
-    each. When iteration stops the memory goes back: at the end of an epoch persistent workers
-    stay and the ring is trimmed; otherwise (a break, a deleted iterator, non-persistent workers,
-    the trainer's teardown) the workers are stopped and the ring dropped.
-    """
-
-    skipped_windows: dict[int, int]
-    batch_ring: BatchRing | None = None
-    _passes = 0
-
-    def __init__(self, *args: Any, shared_batch_ring: bool = True, ranks_per_node: int = 1, **kwargs: Any):
-        self.shared_batch_ring = shared_batch_ring
-        # Every rank on the node fills the same /dev/shm.
-        self.ranks_per_node = ranks_per_node
-        super().__init__(*args, **kwargs)
-
-    def __iter__(self) -> Iterator[Any]:
-        epoch = getattr(self.batch_sampler, "epoch", getattr(self.sampler, "epoch", None))
-        if epoch is not None:
-            self.dataset.set_epoch(epoch)
-        self._passes += 1
-        if self.num_workers and (not self.persistent_workers or self._iterator is None):
-            self._prepare_workers()
-        batches = super().__iter__() if self.num_workers else self._batches_in_process()
-        ring = self.batch_ring if self.num_workers else None
-        if ring is not None:
-            ring.release_unreferenced()  # batches of the last pass torch dropped when resuming workers
-        return self._pass(self.dataset.epoch, batches, ring, self._passes)
-
-    def _batches_in_process(self) -> Iterator[Any]:
-        """``num_workers=0``: what torch's single-process iterator yields, without its profiler range.
-
-        That iterator opens a ``record_function`` range around every batch, a dispatcher round trip
-        even when no profiler runs, costly when the code pages went cold while a batch decoded
-        (``benchmarks/bench_loader.py`` measures the loader). Lightning's profilers time the fetch
-        themselves.
-        """
-        pin = self.pin_memory and torch.accelerator.is_available()
-        for indices in self.batch_sampler:
-            batch = self.collate_fn(self.dataset.__getitems__(indices))
-            if pin:
-                batch = apply_to_collection(batch, torch.Tensor, torch.Tensor.pin_memory)
-            yield batch
-            # Not held while the next batch is made: its buffers are reusable once the consumer drops it.
-            del batch
-
-    def _prepare_workers(self) -> None:
-        """Before workers start (they inherit the dataset): check ``/dev/shm``, give them their ring."""
-        self.batch_ring = None
-        batch_size = self.batch_size or getattr(self.batch_sampler, "batch_size", None)
-        if hasattr(self.dataset, "batch_shapes") and batch_size is not None:
-            shapes = self.dataset.batch_shapes(batch_size)
-            check_shared_memory(
-                batch_bytes(shapes),
-                self.num_workers,
-                self.prefetch_factor,
-                self.ranks_per_node,
-                batch_size,
-                getattr(self.dataset, "split", ""),
-            )
-            if self.shared_batch_ring:
-                self.batch_ring = BatchRing(shapes, self.num_workers, self.prefetch_factor)
-        self.dataset.batch_ring = self.batch_ring
-
-    def release_shared_memory(self) -> None:
-        """Stop the workers and drop the ring; its slots are freed as training drops their batches."""
-        if self._iterator is not None:
-            self._iterator._shutdown_workers()
-            self._iterator = None
-        self.batch_ring = None
-        if self.num_workers:
-            self.dataset.batch_ring = None
-
-    def _pass(self, epoch: int, batches: Iterator[Any], ring: BatchRing | None, number: int) -> Iterator[Any]:
-        skipped = 0
-        exhausted = False
-        try:
-            for batch in batches:
-                # numpy on the tensor's memory: three small torch ops cost a few ms per batch on a VM.
-                skipped += int(np.count_nonzero(~batch["mask"].numpy().any(axis=1)))
-                yield batch
-                del batch
-                if ring is not None:
-                    ring.release_unreferenced()
-            exhausted = True
-        except MinetrainError as err:
-            # A bad chunk reads the same with workers as without: one line, not a worker's traceback.
-            message = _worker_message(err)
-            if message is None:
-                raise
-            raise type(err)(message) from None
-        finally:
-            if self.num_workers and number == self._passes:  # else a later pass owns the workers
-                if exhausted and self.persistent_workers:
-                    if ring is not None:
-                        ring.trim()  # the workers idle until the next epoch reuses their slots
-                else:
-                    getattr(batches, "_shutdown_workers", lambda: None)()
-                    self.release_shared_memory()
-        if not hasattr(self, "skipped_windows"):
-            self.skipped_windows = {}
-        self.skipped_windows[epoch] = skipped
-        if skipped:
-            log.warning(
-                "epoch %d: %d %s window(s) were skipped because of bad data (on_error='skip'); "
-                "the warnings above name them",
-                epoch,
-                skipped,
-                self.dataset.split,
-            )
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -310,7 +153,7 @@ class MineDataModule(pl.LightningDataModule):
             num_workers=workers,
             collate_fn=collate_windows,
             pin_memory=torch.cuda.is_available(),
-            worker_init_fn=_limit_worker_threads if workers else None,
+            worker_init_fn=limit_worker_threads if workers else None,
             persistent_workers=workers > 0 and train,
             prefetch_factor=self.prefetch_factor if workers else None,
             shared_batch_ring=self.shared_batch_ring,

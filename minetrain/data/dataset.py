@@ -30,7 +30,7 @@ Bad data: reading a window whose chunk is missing or corrupt raises the store's 
 (naming dataset, modality part, episode and chunk). With ``on_error='skip'`` the window is logged
 and replaced by an all-padding window (``mask`` all 0, ``first`` set, ``timestamp`` -1): it adds
 nothing to the loss and keeps batch shapes and slot positions, and the DataLoader of
-``datamodule.py`` counts such windows and reports the count at the end of each epoch.
+``loader.py`` counts such windows and reports the count at the end of each epoch.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from torch.utils.data import Dataset, get_worker_info
 from minetrain.actions import env_to_agent
 from minetrain.data.augment import VideoAugmentation
 from minetrain.data.batching import stack_windows
-from minetrain.data.buffers import BatchRing, BufferPool, shared_uint8
+from minetrain.data.buffers import BufferPool, TakeBuffers, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import check_image_format
@@ -147,8 +147,8 @@ class RawDataset(Dataset):
         # The epoch lives in shared memory so persistent DataLoader workers see set_epoch().
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._buffers = BufferPool()
-        # Set by the DataLoader of datamodule.py before its workers start.
-        self.batch_ring: BatchRing | None = None
+        # Set in each DataLoader worker by the loader (loader.py): buffers of a batch slot, or None.
+        self.take_buffers: TakeBuffers | None = None
 
     def _check_yuv420(self, interpolation: str) -> tuple[int, int]:
         """The stored (height, width) of the frames, once ``image_format='yuv420'`` is known to fit."""
@@ -213,8 +213,8 @@ class RawDataset(Dataset):
 
         The DataLoader calls this with each batch of indices. Every frame is copied once, from the
         decoder into the batch. Buffers are reused (``buffers.py``): in the main process once the
-        batch they held is gone; in a DataLoader worker they are slots of the loader's shared
-        ``batch_ring``, so handing the batch to the main process copies nothing either.
+        batch they held is gone; in a DataLoader worker they come from the loader's ``take_buffers``
+        (slots of its shared batch ring), so handing the batch to the main process copies nothing either.
 
         The frames of every window are decoded first and the rest read afterwards: switching
         between the video decoder and Python, LMDB and numpy work evicts each from the CPU caches
@@ -287,14 +287,10 @@ class RawDataset(Dataset):
 
     def _batch_buffers(self, count: int) -> dict[str, torch.Tensor]:
         shapes = self.batch_shapes(count)
-        worker = get_worker_info()
-        if worker is None:
+        if get_worker_info() is None:
             return {key: self._buffers.take(shape) for key, shape in shapes.items()}
-        if self.batch_ring is not None:
-            buffers = self.batch_ring.take(worker.id, shapes)
-            if buffers is not None:
-                return buffers
-        return {key: shared_uint8(shape) for key, shape in shapes.items()}
+        buffers = self.take_buffers(shapes) if self.take_buffers is not None else None
+        return buffers if buffers is not None else {key: shared_uint8(shape) for key, shape in shapes.items()}
 
     def _attempt(self, span: WindowSpan, read: Any, *args: Any) -> Any:
         """``read(*args)``; with ``on_error='skip'`` a ``DataError`` is logged and gives None.

@@ -11,7 +11,7 @@ import lmdb
 import pytest
 
 from minetrain.data import RawDataset
-from minetrain.data.datamodule import WindowLoader, collate_windows
+from minetrain.data.loader import WindowLoader, collate_windows
 from minetrain.data.sampler import EpisodeContinuousBatchSampler
 from minetrain.data.store.layout import chunk_key
 from minetrain.data.synth import write_synthetic_dataset

@@ -62,7 +62,7 @@ def test_the_pool_hands_out_a_buffer_again_only_once_it_is_dropped():
     assert pool.take(shape).data_ptr() == address
 
 
-def test_a_packed_batch_unpickles_as_views_of_the_ring_and_returns_its_slot():
+def test_a_packed_batch_unpacks_as_views_of_the_ring_and_returns_its_slot():
     ring = BatchRing({"image": (2, 3, 4)}, workers=1, slots=2)
     buffers = ring.take(0, {"image": (1, 3, 4)})
     assert ring.state[0].tolist() == [FILLING, FREE]
@@ -71,7 +71,7 @@ def test_a_packed_batch_unpickles_as_views_of_the_ring_and_returns_its_slot():
     data = ForkingPickler.dumps(ring.pack(0, batch))
     del batch, buffers
 
-    received = pickle.loads(data)
+    received = ring.unpack(pickle.loads(data))
     slot = ring.buffers[0][0]["image"]
     assert received["image"].untyped_storage().data_ptr() == slot.untyped_storage().data_ptr()
     assert received["image"].shape == (1, 3, 4) and int(received["image"].sum()) == 7 * 12

@@ -7,7 +7,7 @@ import torch
 
 from minetrain.actions import BUTTONS, env_to_agent
 from minetrain.data import RawDataset
-from minetrain.data.datamodule import WindowLoader, collate_windows
+from minetrain.data.loader import WindowLoader, collate_windows
 from minetrain.data.sampler import EpisodeContinuousBatchSampler
 from minetrain.data.store import DatasetWriter, Episode, TrajectoryStore
 from minetrain.data.store.codecs import rle_encode

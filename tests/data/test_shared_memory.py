@@ -9,6 +9,7 @@ from resume_harness import fit_recording
 from test_datamodule import make_module, signature
 
 from minetrain.data import shm
+from minetrain.data.buffers import FREE
 from minetrain.data.shm import HELD_BY_TRAINING, process_tree, shared_memory_held, shared_memory_need
 from minetrain.data.synth import write_synthetic_dataset
 from minetrain.errors import ConfigError
@@ -115,6 +116,31 @@ def test_shared_memory_is_given_back_when_iteration_stops(dataset_dir, ring):
     assert held() > idle
     del kept
     assert held() == idle
+
+
+def test_a_pass_cut_short_is_followed_by_fresh_workers_and_a_fresh_ring(dataset_dir):
+    """Lightning leaves a pass open: at its last batch (it knows the length), or cut short by
+    ``limit_train_batches``, when resumed workers would drop its batches in flight and their slots."""
+    expected = [signature(batch) for batch in make_module(dataset_dir, workers=0).train_dataloader()]
+    loader = make_module(dataset_dir, workers=2).train_dataloader()
+    idle = held() + RING_BOOKKEEPING
+    whole = iter(loader)
+    assert [signature(next(whole)) for _ in range(len(loader))] == expected
+    kept = loader.batch_ring
+    assert [signature(batch) for batch in loader] == expected
+    assert loader.batch_ring is kept, "nothing was left behind: the workers and their ring stay"
+    del whole, kept
+    cut = iter(loader)
+    next(cut)
+    first = loader.batch_ring
+    assert [signature(batch) for batch in loader] == expected
+    assert loader.batch_ring is not first
+    del cut, first
+    ring = loader.batch_ring
+    ring.release_unreferenced()
+    assert (ring.state == FREE).all(), "every slot is handed back once its batch is dropped"
+    # The workers started while the cut pass held the old ring: of it they keep only its bookkeeping.
+    assert held() == idle + RING_BOOKKEEPING
 
 
 def test_shared_memory_is_given_back_when_the_trainer_ends(dataset_dir, tmp_path):
