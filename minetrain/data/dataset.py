@@ -5,11 +5,8 @@ episode e of usable length L is cut into ``ceil(L / (win_len * skip_frame))`` wi
 ``skip_frame``-th frame, the last one padded on the right to ``win_len`` frames; ``EventDataset``
 builds its index from event occurrences instead, and is otherwise this dataset.
 
-With ``skip_frame = k > 1`` a kept frame t stands for the k frames [t, t + k) before the next kept
-frame, so its env action aggregates theirs: camera moves are summed and every other key takes its
-maximum (a button counts as pressed if it was pressed on any of those frames). The agent action is
-computed from that aggregated env action. With ``enable_prev_action`` the previous action of frame
-t is the aggregate of [t - k, t), zero at the start of an episode.
+With ``skip_frame = k > 1`` a kept frame's env action aggregates the k frames it stands for
+(``modalities.aggregate_actions``); ``enable_prev_action`` adds the aggregate of the k before it.
 
 A DataLoader fetches whole batches through ``__getitems__``, which decodes every frame straight
 into the batch tensors (names as in docs/architecture.md, "Batch"); ``dataset[i]`` is the batch of
@@ -47,7 +44,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from minetrain.actions import env_to_agent
 from minetrain.data.augment import VideoAugmentation
-from minetrain.data.batching import stack_windows
+from minetrain.data.batching import shift_right, stack_windows, unbatch
 from minetrain.data.buffers import BufferPool, TakeBuffers, shared_uint8
 from minetrain.data.conditioning import condition_window, item_rng
 from minetrain.data.store import TrajectoryStore
@@ -206,7 +203,7 @@ class RawDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """One window: the batch of ``[index]`` without its batch axis."""
-        return _unbatch(self.__getitems__([index]))
+        return unbatch(self.__getitems__([index]))
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
         """A batch of windows, decoded straight into the batch's tensors.
@@ -231,7 +228,7 @@ class RawDataset(Dataset):
             if self._attempt(span, self._read_frames, span, image[row]) is None:
                 failed.add(row)
         epoch = self.epoch
-        windows = []
+        items = []
         for row, span in enumerate(spans):
             masks = None if obj_mask is None else obj_mask[row]
             fields = None if row in failed else self._attempt(span, self._read_fields, span, epoch, masks)
@@ -244,15 +241,15 @@ class RawDataset(Dataset):
                 image[row] = np.roll(image[row], span.padding, axis=0)
                 if masks is not None:
                     masks[:] = np.roll(masks, span.padding, axis=0)
-                fields = _shift_right(fields, span.padding)
+                fields = shift_right(fields, span.padding)
             if self.enable_video_aug:
                 real = np.flatnonzero(fields["mask"])  # contiguous; none in a skipped window
                 if real.size:
                     frames = image[row][real[0] : real[-1] + 1]
                     VideoAugmentation.draw(self.seed, epoch, span.index).apply(frames)
-            windows.append({**fields, **self.windows.item_fields(span.index)})
-        meta_info = [window.pop("meta_info") for window in windows] if self.enable_contractor_info else None
-        batch = stack_windows(windows)
+            items.append({**fields, **self.windows.item_fields(span.index)})
+        meta_info = [item.pop("meta_info") for item in items] if self.enable_contractor_info else None
+        batch = stack_windows(items)
         if meta_info is not None:
             batch["meta_info"] = stack_meta_info(meta_info, self.win_len)
         batch["image"] = buffers["image"]
@@ -383,24 +380,7 @@ class RawDataset(Dataset):
         return padding_window(self.batch_params(1))
 
 
-def _shift_right(value: Any, steps: int) -> Any:
-    """Move the right padding of a window to its front, ``steps`` frames, on every per-frame field."""
-    if isinstance(value, np.ndarray):
-        return np.roll(value, steps, axis=0)
-    if isinstance(value, dict):
-        return {key: _shift_right(v, steps) for key, v in value.items()}
-    if isinstance(value, list):
-        return value[-steps:] + value[:-steps]
-    return value
-
-
 def _agent_action(env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # On the numpy views: small torch ops cost a dispatcher round trip each.
     agent = env_to_agent({key: value.numpy() for key, value in env.items()})
     return {key: torch.from_numpy(value) for key, value in agent.items()}
-
-
-def _unbatch(batch: Any) -> Any:
-    if isinstance(batch, dict):
-        return {key: _unbatch(value) for key, value in batch.items()}
-    return batch[0]

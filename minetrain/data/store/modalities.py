@@ -144,7 +144,13 @@ def _draw_action(action: Mapping[str, np.ndarray], offset: int) -> dict[str, Any
 
 
 def aggregate_actions(action: dict[str, np.ndarray], stride: int) -> dict[str, np.ndarray]:
-    """Env actions of every ``stride``-th frame, each covering the frames up to the next kept one."""
+    """Env actions of every ``stride``-th frame, each covering the frames up to the next kept one.
+
+    Camera moves are summed; every other key takes its maximum (a button counts as pressed if it
+    was pressed on any of those frames). The agent action is computed from the aggregate; the
+    previous action of kept frame t (``enable_prev_action``) is the aggregate of [t - k, t), zero
+    at the start of an episode.
+    """
     if stride == 1:
         return action
     length = len(next(iter(action.values())))
