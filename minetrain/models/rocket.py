@@ -16,24 +16,24 @@ from torch import nn
 
 from minetrain.errors import ConfigError
 from minetrain.models import checkpoint, rocket_formats
+from minetrain.models.acting import StepActing
 from minetrain.models.backbone import build_backbone, checkpoint_stages
 from minetrain.models.folding import FoldedCopy
 from minetrain.models.fused import REBUILD, rebuilt_activations
-from minetrain.models.heads import ActionHeads, ValueHead, env_actions
+from minetrain.models.heads import ActionHeads, ValueHead
 from minetrain.models.inputs import (
     MAX_OBJ_ID,
     MIN_OBJ_ID,
     add_step_axis,
     carried_memory,
     parse_batch,
-    step_batch,
 )
 from minetrain.models.memory import FanInLinear, RecurrentBlocks
 
 N_INTERACTIONS = MAX_OBJ_ID - MIN_OBJ_ID + 1
 
 
-class RocketPolicy(nn.Module):
+class RocketPolicy(StepActing, nn.Module):
     """The ROCKET-1 policy.
 
     ``forward(batch, memory) -> (outputs, memory)``: ``outputs["pi_logits"]`` holds log-probabilities
@@ -198,25 +198,12 @@ class RocketPolicy(nn.Module):
             outputs["vpred"] = self.value_head(x)
         return outputs, [m.detach() for m in memory]
 
-    @torch.inference_mode()
-    def get_action(
-        self,
-        obs: Mapping[str, Any],
-        memory: Sequence[torch.Tensor] | None = None,
-        deterministic: bool = False,
-    ) -> tuple[dict[str, Any], list[torch.Tensor]]:
-        """One step for one environment (image (H,W,3)) or many (image (N,H,W,3)).
-
-        ``obs`` holds ``image``, optionally ``segment`` {``obj_id``, ``obj_mask``} and ``first``
-        (True at an episode start), without a time axis. Returns env-format actions (numpy arrays,
-        leading axis N unless a single environment was given) and the new memory.
-        """
-        batch, single = step_batch(obs)
+    def step_inputs(self, obs: Mapping[str, Any], single: bool) -> dict[str, Any]:
+        """The condition of a step: ``obs['segment']`` (or ``'segmentation'``) {``obj_id``, ``obj_mask``}."""
         segment = obs.get("segment", obs.get("segmentation"))
-        if segment is not None:
-            batch["segment"] = {key: add_step_axis(segment[key], single) for key in ("obj_id", "obj_mask")}
-        outputs, memory = self(batch, memory)
-        return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
+        if segment is None:
+            return {}
+        return {"segment": {key: add_step_axis(segment[key], single) for key in ("obj_id", "obj_mask")}}
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` and ``config.json`` (with ``"name": "rocket"``) into ``directory``

@@ -17,8 +17,9 @@ from torch import nn
 
 from minetrain.errors import ConfigError
 from minetrain.models import checkpoint as checkpoint_files
-from minetrain.models.heads import ActionHeads, ValueHead, env_actions
-from minetrain.models.inputs import carried_memory, parse_frames, step_batch
+from minetrain.models.acting import StepActing
+from minetrain.models.heads import ActionHeads, ValueHead
+from minetrain.models.inputs import carried_memory, parse_frames
 from minetrain.models.memory import FanInLinear
 from minetrain.models.vpt.formats import recorded_kwargs
 from minetrain.models.vpt.impala import ImageEncoder, dense_layer_norm
@@ -80,7 +81,7 @@ def _listify(value: Any) -> Any:
     return value
 
 
-class VPTPolicy(nn.Module):
+class VPTPolicy(StepActing, nn.Module):
     """The VPT policy.
 
     ``forward(batch, memory) -> (outputs, memory)``: ``batch["image"]`` (B,T,H,W,3) uint8 frames of
@@ -184,23 +185,6 @@ class VPTPolicy(nn.Module):
         x, memory = self.net(image, first, memory)
         outputs = {"pi_logits": self.pi_head(x), "vpred": self.value_head(x)}
         return outputs, [m.detach() for m in memory]
-
-    @torch.inference_mode()
-    def get_action(
-        self,
-        obs: Mapping[str, Any],
-        memory: Sequence[torch.Tensor] | None = None,
-        deterministic: bool = False,
-    ) -> tuple[dict[str, Any], list[torch.Tensor]]:
-        """One step for one environment (image (H,W,3)) or many (image (N,H,W,3)).
-
-        ``obs`` holds ``image`` and optionally ``first`` (True at an episode start), without a time
-        axis. Returns env-format actions (numpy arrays, leading axis N unless a single environment
-        was given) and the new memory.
-        """
-        batch, single = step_batch(obs)
-        outputs, memory = self(batch, memory)
-        return env_actions(outputs["pi_logits"], deterministic, self.config["nucleus_prob"], single), memory
 
     @classmethod
     def from_config(
