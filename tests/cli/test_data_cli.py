@@ -12,7 +12,7 @@ from PIL import Image
 from minetrain.cli.main import main
 from minetrain.data.convert.segments import attach_segments
 from minetrain.data.store import DatasetWriter, Episode, TrajectoryStore
-from minetrain.data.store.codecs import rle_decode
+from minetrain.data.store.codecs import iter_video_frames, rle_decode
 from minetrain.data.synth import write_synthetic_dataset
 
 
@@ -60,6 +60,17 @@ def test_synth_inspect_verify_view(tmp_path, capsys):
         assert image.width >= 4 * 256
     assert main(["data", "view", str(out), "--episode", name, "--start", "30", "--out", str(clip)]) == 0
     assert clip.stat().st_size > 0
+
+
+# A hang kills the session with every thread's stack in seconds; the workers die with it.
+@pytest.mark.timeout(60, method="thread")
+def test_verify_jobs_after_the_command_process_decoded_with_threads(dataset, capsys):
+    store = TrajectoryStore(dataset)
+    name = sorted(store.episodes)[0]
+    chunk = store.raw_chunk(name, "image", store.chunk_starts(name, "image")[0])
+    assert len(list(iter_video_frames(chunk, threads=2))) > 0
+    assert main(["data", "verify", str(dataset), "--jobs", "2"]) == 0
+    assert capsys.readouterr().out.strip().endswith("OK")
 
 
 def test_inspect_reports_episodes_missing_a_modality(dataset, tmp_path, capsys):

@@ -1,5 +1,7 @@
 """The reused decoder gives the frames of ``av.open`` bit for bit, across chunks of any stream."""
 
+import multiprocessing
+import os
 from pathlib import Path
 
 import av
@@ -94,3 +96,24 @@ def test_chunks_the_demuxer_does_not_understand_fall_back_to_av_open(damage):
             return type(exc).__name__
 
     assert outcome(True) == outcome(False)
+
+
+def test_a_forked_process_decodes_after_its_parent_used_a_threaded_decoder():
+    # The parent's decoder owns FFmpeg frame threads that a fork does not copy: the child must
+    # leave it alone (freeing it waited for those threads forever) and decode with its own.
+    data = encode_video(noisy_frames(8, 32, 32, 7))
+    expected = rgb(data, reuse=False)
+    assert len(list(iter_video_frames(data, threads=2))) == len(expected)
+
+    def decode_in_child() -> None:
+        same = all(np.array_equal(x, y) for x, y in zip(rgb(data, reuse=True), expected, strict=True))
+        os._exit(0 if same else 1)
+
+    child = multiprocessing.get_context("fork").Process(target=decode_in_child)
+    child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("a forked child hung decoding after its parent used a threaded decoder")
+    assert child.exitcode == 0

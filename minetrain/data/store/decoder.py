@@ -14,6 +14,7 @@ the caller decodes it the ``av.open`` way.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import struct
 from collections.abc import Iterator
@@ -196,13 +197,30 @@ class ReusedDecoder:
                     context.flush_buffers()
 
 
-_DECODERS: dict[int, ReusedDecoder] = {}
+_decoder: ReusedDecoder | None = None
+
+
+def _keep_inherited() -> None:
+    """In a forked child, start a decoder of its own and never free the one copied from the parent.
+
+    A decoder opened with ``threads != 1`` owns FFmpeg frame threads that a fork does not copy;
+    freeing its context in the child (``avcodec_free_context``) waits in ``pthread_cond_destroy``
+    for those threads' condition waits to end, which never happens: the worker hangs. So the child
+    takes an extra reference to the inherited context, never released (it is never touched, and a
+    fork's pages are shared until written), and makes a fresh decoder on first use.
+    """
+    global _decoder
+    if _decoder is not None and _decoder.context is not None:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_decoder.context))
+    _decoder = None
+
+
+os.register_at_fork(after_in_child=_keep_inherited)
 
 
 def process_decoder() -> ReusedDecoder:
-    """This process's decoder; a forked DataLoader worker makes its own instead of using its parent's."""
-    pid = os.getpid()
-    if pid not in _DECODERS:
-        _DECODERS.clear()
-        _DECODERS[pid] = ReusedDecoder()
-    return _DECODERS[pid]
+    """This process's decoder; a forked worker (pool or DataLoader) makes its own, see ``_keep_inherited``."""
+    global _decoder
+    if _decoder is None:
+        _decoder = ReusedDecoder()
+    return _decoder
