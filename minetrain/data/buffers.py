@@ -24,8 +24,9 @@ through a socket handshake, and the main process maps it anew.
 Slot states, each change made by one side only: FREE -> FILLING (the worker takes it) ->
 DELIVERED (the main process unpacks a batch of it) -> FREE (the main process dropped it).
 When iteration stops and the workers stay for the next epoch, ``trim`` gives the pages of the
-free slots back to the OS, and those of slots training still holds once it drops them; once the
-workers are stopped, ``abandon`` also frees the slots they were filling.
+free slots back to the OS, and those of slots training still holds once it drops them. A pass cut
+short leaves slots FILLING whose batches torch drops when its persistent workers resume;
+``reclaim_undelivered`` frees them once the workers are idle again.
 """
 
 from __future__ import annotations
@@ -176,15 +177,11 @@ class BatchRing:
             return _Value(value.numpy())
         return value
 
-    def unpack(self, batch: Any, pin: bool = False) -> Any:
-        """Main side: ``batch`` as a worker packed it, its slot references turned into views of the
-        slots (copied into pinned memory with ``pin``, which lets the slots go at once)."""
+    def unpack(self, batch: Any) -> Any:
+        """Main side: ``batch`` as a worker packed it, its slot references turned into views of the slots."""
         if isinstance(batch, dict):
-            return {key: self.unpack(value, pin) for key, value in batch.items()}
-        if not isinstance(batch, SlotRef):
-            return batch
-        view = self._deliver(batch)
-        return view.pin_memory() if pin else view
+            return {key: self.unpack(value) for key, value in batch.items()}
+        return self._deliver(batch) if isinstance(batch, SlotRef) else batch
 
     def _deliver(self, ref: SlotRef) -> torch.Tensor:
         with self._lock:
@@ -219,13 +216,12 @@ class BatchRing:
                     if view is not None:
                         weakref.finalize(view, self._trim_slot, int(worker), int(slot), key)
 
-    def abandon(self) -> None:
-        """Main side, its workers stopped: the slots they were filling will never be delivered.
-        Give back the pages of all slots but those of batches training holds (``trim``)."""
+    def reclaim_undelivered(self) -> None:
+        """Main side, its workers idle with no batch in flight: the slots they filled and the main
+        process never unpacked belong to batches that were dropped; free them."""
         with self._lock:
             state = self.state.numpy()
             state[state == FILLING] = FREE
-        self.trim()
 
     def _trim_slot(self, worker: int, slot: int, dying: str) -> None:
         # A weakref callback runs before the tensor being freed lets go of its storage.

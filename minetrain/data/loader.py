@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,72 @@ class _WorkerHooks:
         return batch if self.ring is None or worker is None else self.ring.pack(worker.id, batch)
 
 
+def _unpacked(batches: Iterator[Any], ring: BatchRing, pin: bool) -> Iterator[Any]:
+    """``batches`` with their slot references turned into views of the ring's slots.
+
+    With ``pin`` the views are copied into pinned memory on a thread of their own, one batch
+    ahead and in order, so the training thread does not spend a copy of the batch on it (torch's
+    pin thread pinned the rest of the batch, which travelled by value). The slots are marked
+    delivered here, on receipt, so the ring's reclaim at the next pass never sees them taken. An
+    error fetching a batch is raised after the batch before it.
+    """
+    if not pin:
+        yield from (ring.unpack(batch) for batch in batches)
+        return
+    device = torch.accelerator.current_device_index()
+    with ThreadPoolExecutor(1, "minetrain_pin", _start_pin_thread, (device,)) as stage:
+        ahead: Future[Any] | None = None
+        while True:
+            try:
+                views = ring.unpack(next(batches))
+                following = stage.submit(apply_to_collection, views, torch.Tensor, _pinned)
+                del views  # the stage holds them, and with them the slots, until they are copied
+            except StopIteration:
+                following = None
+            except Exception:
+                if ahead is not None:
+                    yield ahead.result()
+                raise
+            if ahead is not None:
+                yield ahead.result()
+            if following is None:
+                return
+            ahead = following
+
+
+def _pinned(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.is_pinned() else tensor.pin_memory()
+
+
+def _start_pin_thread(device: int) -> None:
+    """As torch's pin thread starts: pin for the training device, with one torch thread."""
+    torch.set_num_threads(1)
+    torch.accelerator.set_device_index(device)
+
+
+class _ReclaimingSampler:
+    """The batch sampler of a ``WindowLoader`` with workers, which frees the ring's undelivered
+    slots when torch asks for the first index of a pass.
+
+    When persistent workers resume, torch sends each a resume marker and drops every batch that
+    arrives before the markers: the rest of a pass cut short, whose slots no one will unpack. Only
+    then does it ask for the new pass's first index, so at that moment no batch is in flight and a
+    slot still FILLING is one of the dropped batches'.
+    """
+
+    def __init__(self, sampler: Any, loader: WindowLoader) -> None:
+        self.sampler = sampler
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.loader.batch_ring is not None:
+            self.loader.batch_ring.reclaim_undelivered()
+        yield from self.sampler
+
+
 class WindowLoader(DataLoader):
     """A DataLoader that hands its sampler's epoch to the dataset and reports skipped windows.
 
@@ -93,9 +160,11 @@ class WindowLoader(DataLoader):
     the dataset replaced because of bad data (``on_error='skip'``: all-zero ``mask``) are counted
     here, in the main process, whatever worker produced them, and logged when the pass ends.
 
-    Shared memory: at the end of an epoch persistent workers stay and the ring is trimmed;
-    otherwise (a break, a deleted iterator, non-persistent workers, the trainer's teardown, a pass
-    with batches left behind when the next one starts) the workers are stopped and the ring dropped.
+    Shared memory: at the end of an epoch persistent workers stay and the ring is trimmed; a pass
+    cut short (Lightning's ``limit_train_batches``) keeps them too, and the next pass frees the
+    slots of the batches torch dropped (``_ReclaimingSampler``); otherwise (a break, a deleted
+    iterator, non-persistent workers, the trainer's teardown) the workers are stopped and the ring
+    dropped.
     """
 
     skipped_windows: dict[int, int]
@@ -124,12 +193,6 @@ class WindowLoader(DataLoader):
         if epoch is not None:
             self.dataset.set_epoch(epoch)
         self._passes += 1
-        ring = self.batch_ring
-        if ring is not None and self._batches_left_behind():
-            # Resumed workers would drop those batches, and with them their slots; new workers
-            # must not inherit the old ring's pages while the unfinished pass holds the ring.
-            self.release_shared_memory()
-            ring.abandon()
         if self.num_workers and self._iterator is None:
             self._prepare_workers()
         batches = super().__iter__() if self.num_workers else self._batches_in_process()
@@ -138,12 +201,12 @@ class WindowLoader(DataLoader):
             ring.release_unreferenced()  # batches training dropped since the last pass ended
         return self._pass(self.dataset.epoch, batches, ring, self._passes)
 
-    def _batches_left_behind(self) -> bool:
-        """Whether the persistent workers' last pass stopped before its last batch (Lightning's
-        ``limit_train_batches``): torch's iterator counts the index batches it sent and the
-        batches it returned, and drops the difference when its workers resume."""
-        iterator = self._iterator
-        return iterator is not None and iterator._send_idx > iterator._rcvd_idx
+    @property
+    def _index_sampler(self) -> Any:
+        """What torch's iterator draws batch indices from: the batch sampler, behind the ring's
+        reclaim when workers are used."""
+        sampler = super()._index_sampler
+        return _ReclaimingSampler(sampler, self) if self.num_workers and self.shared_batch_ring else sampler
 
     def _batches_in_process(self) -> Iterator[Any]:
         """``num_workers=0``: what torch's single-process iterator yields, without its profiler range.
@@ -190,12 +253,13 @@ class WindowLoader(DataLoader):
     def _pass(self, epoch: int, batches: Iterator[Any], ring: BatchRing | None, number: int) -> Iterator[Any]:
         skipped = 0
         exhausted = False
-        # torch's pin thread copied the batch into pinned memory, all but the slot references.
-        pin = ring is not None and self.pin_memory and torch.accelerator.is_available()
+        unpacked = (
+            batches
+            if ring is None
+            else _unpacked(batches, ring, self.pin_memory and torch.accelerator.is_available())
+        )
         try:
-            for batch in batches:
-                if ring is not None:
-                    batch = ring.unpack(batch, pin)
+            for batch in unpacked:
                 # numpy on the tensor's memory: three small torch ops cost a few ms per batch on a VM.
                 skipped += int(np.count_nonzero(~batch["mask"].numpy().any(axis=1)))
                 yield batch
@@ -210,6 +274,8 @@ class WindowLoader(DataLoader):
                 raise
             raise type(err)(message) from None
         finally:
+            if unpacked is not batches:
+                unpacked.close()  # waits for a batch being pinned
             if self.num_workers and number == self._passes:  # else a later pass owns the workers
                 if exhausted and self.persistent_workers:
                     if ring is not None:

@@ -2,6 +2,7 @@
 
 import gc
 import math
+import threading
 
 import pytest
 import torch
@@ -118,29 +119,57 @@ def test_shared_memory_is_given_back_when_iteration_stops(dataset_dir, ring):
     assert held() == idle
 
 
-def test_a_pass_cut_short_is_followed_by_fresh_workers_and_a_fresh_ring(dataset_dir):
+def test_a_pass_cut_short_keeps_its_workers_and_frees_the_slots_of_the_dropped_batches(dataset_dir):
     """Lightning leaves a pass open: at its last batch (it knows the length), or cut short by
-    ``limit_train_batches``, when resumed workers would drop its batches in flight and their slots."""
+    ``limit_train_batches``, when the resumed workers' batches in flight are dropped, and their slots
+    must come back."""
     expected = [signature(batch) for batch in make_module(dataset_dir, workers=0).train_dataloader()]
     loader = make_module(dataset_dir, workers=2).train_dataloader()
     idle = held() + RING_BOOKKEEPING
     whole = iter(loader)
     assert [signature(next(whole)) for _ in range(len(loader))] == expected
-    kept = loader.batch_ring
+    kept, workers = loader.batch_ring, [worker.pid for worker in loader._iterator._workers]
     assert [signature(batch) for batch in loader] == expected
-    assert loader.batch_ring is kept, "nothing was left behind: the workers and their ring stay"
-    del whole, kept
+    del whole
     cut = iter(loader)
     next(cut)
-    first = loader.batch_ring
     assert [signature(batch) for batch in loader] == expected
-    assert loader.batch_ring is not first
-    del cut, first
-    ring = loader.batch_ring
-    ring.release_unreferenced()
-    assert (ring.state == FREE).all(), "every slot is handed back once its batch is dropped"
-    # The workers started while the cut pass held the old ring: of it they keep only its bookkeeping.
-    assert held() == idle + RING_BOOKKEEPING
+    assert loader.batch_ring is kept, "the workers and their ring stay"
+    assert [worker.pid for worker in loader._iterator._workers] == workers
+    del cut
+    kept.release_unreferenced()
+    assert (kept.state == FREE).all(), "every slot is handed back once its batch is dropped"
+    assert held() == idle
+
+
+def test_slot_tensors_are_pinned_off_the_training_thread_and_bit_for_bit(dataset_dir, monkeypatch):
+    """``pin_memory`` on a GPU machine; without CUDA here a fake pin (a copy) records its thread."""
+    expected = list(make_module(dataset_dir, workers=0).train_dataloader())
+    pinned_on, pinned = [], {}  # the copies stay alive: no other tensor takes their address
+
+    def fake_pin(tensor, device=None):
+        pinned_on.append((threading.current_thread(), tensor.shape))
+        copy = tensor.clone()
+        pinned[copy.data_ptr()] = copy
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    monkeypatch.setattr(torch.Tensor, "is_pinned", lambda tensor, device=None: tensor.data_ptr() in pinned)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("cpu"))
+    monkeypatch.setattr(torch.accelerator, "current_device_index", lambda: 0)
+    monkeypatch.setattr(torch.accelerator, "set_device_index", lambda index: None)
+    loader = make_module(dataset_dir, workers=2).train_dataloader()
+    loader.pin_memory = True
+    for _ in range(2):  # the second pass through resumed workers
+        received = list(loader)
+        assert len(received) == len(expected) and all(map(equal, received, expected))
+    images = [thread for thread, shape in pinned_on if shape == expected[0]["image"].shape]
+    assert len(images) == 2 * len(expected), "each batch's frames are pinned once"
+    assert threading.main_thread() not in {thread for thread, _ in pinned_on}
+    del received
+    loader.batch_ring.release_unreferenced()
+    assert (loader.batch_ring.state == FREE).all(), "pinned copies hold no slot"
 
 
 def test_shared_memory_is_given_back_when_the_trainer_ends(dataset_dir, tmp_path):
