@@ -208,6 +208,11 @@ class WindowLoader(DataLoader):
         sampler = super()._index_sampler
         return _ReclaimingSampler(sampler, self) if self.num_workers and self.shared_batch_ring else sampler
 
+    @property
+    def _pins(self) -> bool:
+        """Whether batches go to pinned memory: asked for, and an accelerator to pin for."""
+        return self.pin_memory and torch.accelerator.is_available()
+
     def _batches_in_process(self) -> Iterator[Any]:
         """``num_workers=0``: what torch's single-process iterator yields, without its profiler range.
 
@@ -216,7 +221,7 @@ class WindowLoader(DataLoader):
         (``benchmarks/bench_loader.py`` measures the loader). Lightning's profilers time the fetch
         themselves.
         """
-        pin = self.pin_memory and torch.accelerator.is_available()
+        pin = self._pins
         for indices in self.batch_sampler:
             batch = self.collate_fn(self.dataset.__getitems__(indices))
             if pin:
@@ -253,11 +258,7 @@ class WindowLoader(DataLoader):
     def _pass(self, epoch: int, batches: Iterator[Any], ring: BatchRing | None, number: int) -> Iterator[Any]:
         skipped = 0
         exhausted = False
-        unpacked = (
-            batches
-            if ring is None
-            else _unpacked(batches, ring, self.pin_memory and torch.accelerator.is_available())
-        )
+        unpacked = batches if ring is None else _unpacked(batches, ring, self._pins)
         try:
             for batch in unpacked:
                 # numpy on the tensor's memory: three small torch ops cost a few ms per batch on a VM.
