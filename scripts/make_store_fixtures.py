@@ -242,7 +242,15 @@ def minetrain_write(out: Path) -> None:
                 }
                 for t, inter in enumerate(ep["interactions"])
             ]
-            writer.write(Episode(name, ep["frames"], ep["action"], segmentation, ep["meta"]))
+            writer.write(
+                Episode(
+                    name,
+                    image=ep["frames"],
+                    action=ep["action"],
+                    segmentation=segmentation,
+                    meta_info=ep["meta"],
+                )
+            )
 
 
 def run_reference(*args: str) -> None:

@@ -26,14 +26,14 @@ def _episodes(args: argparse.Namespace) -> int:
     One row per episode of each DIR: its name (for `data view --episode`), frames per modality ('-'
     where the modality lacks it) and whether training can use it (every modality has it). Lengths that
     disagree between modalities are marked with *; training uses the shortest."""
-    from minetrain.data.store import MODALITIES
+    from minetrain.data.store import MODALITY_SPECS
     from minetrain.data.summary import episode_rows
 
     rows = episode_rows(args.dirs)
     if args.json:
         print(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
         return 0
-    modalities = [m for m in MODALITIES if any(m in row.lengths for row in rows)]
+    modalities = [m for m in MODALITY_SPECS if any(m in row.lengths for row in rows)]
     table = Table(title=", ".join(map(str, args.dirs)))
     table.add_column("episode", no_wrap=True)
     if len(args.dirs) > 1:

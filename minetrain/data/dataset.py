@@ -5,8 +5,11 @@ episode e of usable length L is cut into ``ceil(L / (win_len * skip_frame))`` wi
 ``skip_frame``-th frame, the last one padded on the right to ``win_len`` frames; ``EventDataset``
 builds its index from event occurrences instead, and is otherwise this dataset.
 
-With ``skip_frame = k > 1`` a kept frame's env action aggregates the k frames it stands for
-(``modalities.aggregate_actions``); ``enable_prev_action`` adds the aggregate of the k before it.
+What a window holds besides its frames comes from the records of the modalities batches carry
+(``store/modalities/``): each one's ``read`` fills its fields for a window and ``finish`` the fields
+computed over a batch; the dataset decodes the frames, pads, skips and stacks. With
+``skip_frame = k > 1`` a kept frame's env action aggregates the k frames it stands for
+(``modalities/action.py``); ``enable_prev_action`` adds the aggregate of the k before it.
 
 A DataLoader fetches whole batches through ``__getitems__``, which decodes every frame straight
 into the batch tensors (names as in docs/architecture.md, "Batch"); ``dataset[i]`` is the batch of
@@ -42,23 +45,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from minetrain.actions import env_to_agent
 from minetrain.data.augment import VideoAugmentation
 from minetrain.data.batching import shift_right, stack_windows, unbatch
 from minetrain.data.buffers import BufferPool, TakeBuffers, shared_uint8
-from minetrain.data.conditioning import condition_window, item_rng
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import check_image_format
 from minetrain.data.store.modalities import (
+    MODALITY_SPECS,
     BatchParams,
-    aggregate_actions,
+    Field,
+    WindowRead,
     batch_fields,
     copy_window,
-    env_action_rows,
-    meta_info_rows,
     padding_window,
-    stack_meta_info,
-    zero_env_action,
 )
 from minetrain.data.windows import WindowIndex, WindowSpan, raw_windows, split_episodes
 from minetrain.errors import ConfigError, DataError, UnsafeDataError
@@ -118,13 +117,11 @@ class RawDataset(Dataset):
         self.on_error = on_error
         self.enable_contractor_info = enable_contractor_info
         self.enable_video_aug = enable_video_aug
-        modalities = ("image", "action", "segmentation") if enable_segment else ("image", "action")
-        if enable_contractor_info:
-            modalities += ("meta_info",)
         self.image_format = check_image_format(image_format)
+        self.stored_size: tuple[int, int] | None = None
         self.store = TrajectoryStore(
             dataset_dirs,
-            modalities=modalities,
+            modalities=[name for name, spec in MODALITY_SPECS.items() if spec.batched(self.batch_params(1))],
             decode_threads=decode_threads,
             resize_interpolation=resize_interpolation,
             image_format=image_format,
@@ -220,8 +217,8 @@ class RawDataset(Dataset):
         """
         count = len(indices)
         buffers = self._batch_buffers(count)
-        image = buffers["image"].numpy()
-        obj_mask = buffers["obj_mask"].numpy() if "obj_mask" in buffers else None
+        rows = {name: buffer.numpy() for name, buffer in buffers.items()}
+        image = rows.pop("image")
         spans = [self.windows.span(int(index)) for index in indices]
         failed: set[int] = set()
         for row, span in enumerate(spans):
@@ -230,17 +227,17 @@ class RawDataset(Dataset):
         epoch = self.epoch
         items = []
         for row, span in enumerate(spans):
-            masks = None if obj_mask is None else obj_mask[row]
-            fields = None if row in failed else self._attempt(span, self._read_fields, span, epoch, masks)
+            others = {name: rows[name][row] for name in rows}
+            fields = None if row in failed else self._attempt(span, self._read_fields, span, epoch, others)
             if fields is None:
                 self._blank(image[row])
-                if masks is not None:
-                    masks[:] = 0
+                for other in others.values():
+                    other[:] = 0
                 fields = self._padding(span.episode)
             elif span.padding:
                 image[row] = np.roll(image[row], span.padding, axis=0)
-                if masks is not None:
-                    masks[:] = np.roll(masks, span.padding, axis=0)
+                for other in others.values():
+                    other[:] = np.roll(other, span.padding, axis=0)
                 fields = shift_right(fields, span.padding)
             if self.enable_video_aug:
                 real = np.flatnonzero(fields["mask"])  # contiguous; none in a skipped window
@@ -248,18 +245,23 @@ class RawDataset(Dataset):
                     frames = image[row][real[0] : real[-1] + 1]
                     VideoAugmentation.draw(self.seed, epoch, span.index).apply(frames)
             items.append({**fields, **self.windows.item_fields(span.index)})
-        meta_info = [item.pop("meta_info") for item in items] if self.enable_contractor_info else None
+        return self._stack(items, buffers, count)
+
+    def _stack(
+        self, items: list[dict[str, Any]], buffers: dict[str, torch.Tensor], count: int
+    ) -> dict[str, Any]:
+        """The batch of ``items``: their fields stacked, the buffers, and each modality's batch fields."""
+        params = self.batch_params(count)
+        stacked = {name: field for name, field in self._fields.items() if field.stack is not None}
+        own = {name: [_pop(item, name) for item in items] for name in stacked}
         batch = stack_windows(items)
-        if meta_info is not None:
-            batch["meta_info"] = stack_meta_info(meta_info, self.win_len)
-        batch["image"] = buffers["image"]
-        if self.stored_size is not None:
-            batch["frame_size"] = torch.tensor([self.size[::-1]] * count)
-        batch["agent_action"] = _agent_action(batch["env_action"])
-        if self.enable_prev_action:
-            batch["agent_prev_action"] = _agent_action(batch["env_prev_action"])
-        if obj_mask is not None:
-            batch["segment"]["obj_mask"] = buffers["obj_mask"]
+        for name, values in own.items():
+            _put(batch, name, stacked[name].stack(values, self.win_len))
+        for name, buffer in buffers.items():
+            _put(batch, name, buffer)
+        for spec in self._batched:
+            if spec.finish is not None:
+                spec.finish(batch, params)
         return batch
 
     def batch_params(self, count: int) -> BatchParams:
@@ -280,7 +282,7 @@ class RawDataset(Dataset):
     def batch_shapes(self, count: int) -> dict[str, tuple[int, ...]]:
         """Shapes of the uint8 buffers of a batch of ``count`` windows: frames and condition masks."""
         fields = batch_fields(self.batch_params(count))
-        return {name.rsplit("/", 1)[-1]: f.shape for name, f in fields.items() if f.fill == "buffer"}
+        return {name: f.shape for name, f in fields.items() if f.fill == "buffer"}
 
     def _batch_buffers(self, count: int) -> dict[str, torch.Tensor]:
         shapes = self.batch_shapes(count)
@@ -322,54 +324,32 @@ class RawDataset(Dataset):
         frames[..., :luma, :] = 16
         frames[..., luma:, :] = 128
 
-    def _read_fields(self, span: WindowSpan, epoch: int, obj_mask: np.ndarray | None) -> dict[str, Any]:
-        """Everything of the window but its frames; the condition masks go into ``obj_mask``."""
-        k, length, real = self.skip_frame, self.win_len, span.frames(self.skip_frame)
-        episode, start, stop = span.episode, span.start, span.stop
-        where = f"{self.store.locate(episode, 'action').describe(episode)} frames [{start}, {stop})"
-        action = aggregate_actions(self.store.read(episode, "action", start, stop), k)
-        fields = self._padding(episode)
-        fields["env_action"] = env_action_rows(action, length, where)
+    def _read_fields(self, span: WindowSpan, epoch: int, buffers: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Everything of the window but its frames: each batched modality's ``read`` fills its part,
+        and its rows of the batch's other ``buffers`` (condition masks)."""
+        k, real = self.skip_frame, span.frames(self.skip_frame)
+        fields = self._padding(span.episode)
         fields["mask"][:real] = 1
-        fields["timestamp"][:real] = np.arange(start, stop, k)
+        fields["timestamp"][:real] = np.arange(span.start, span.stop, k)
         fields["first"] = fields["timestamp"] == 0
-        if self.enable_prev_action:
-            fields["env_prev_action"] = self._previous_actions(episode, start, real, where)
-        if self.enable_contractor_info:
-            frames = self.store.read(episode, "meta_info", start, stop)[::k]
-            fields["meta_info"] = meta_info_rows(frames, length)
-        if obj_mask is not None:
-            segments = self.store.read(episode, "segmentation", start, stop)
-            rng = item_rng(self.seed, epoch, span.index)
-            try:
-                condition = condition_window(
-                    segments, self.size, rng, self.condition_dropout, stride=k, obj_mask=obj_mask[:real]
-                )
-            except DataError as exc:
-                masks = self.store.locate(episode, "segmentation").describe(episode)
-                raise DataError(f"{masks} frames [{start}, {stop}): {exc}") from None
-            obj_mask[real:] = 0
-            segment = fields["segment"]
-            for key, value in condition.items():
-                if key != "obj_mask":
-                    segment[key][:real] = value
+        window = WindowRead(
+            self.store,
+            span.episode,
+            span.start,
+            span.stop,
+            k,
+            real,
+            span.index,
+            self.batch_params(1),
+            buffers,
+            self.seed,
+            epoch,
+            self.condition_dropout,
+        )
+        for spec in self._batched:
+            if spec.read is not None:
+                spec.read(window, fields)
         return fields
-
-    def _previous_actions(self, episode: str, start: int, real: int, where: str) -> dict[str, np.ndarray]:
-        """Aggregated actions of [t - k, t) for every kept frame t; zero before the episode starts."""
-        k = self.skip_frame
-        last = start + (real - 1) * k
-        if start > 0:
-            read = self.store.read(episode, "action", start - k, last)
-            return env_action_rows(aggregate_actions(read, k), self.win_len, where)
-        prev = zero_env_action(self.win_len)
-        if real > 1:
-            rows = env_action_rows(
-                aggregate_actions(self.store.read(episode, "action", 0, last), k), real - 1, where
-            )
-            for key, value in rows.items():
-                prev[key][1:real] = value
-        return prev
 
     def _padding(self, episode: str) -> dict[str, Any]:
         """The small fields of an all-padding window (``first`` set: nothing continues into it)."""
@@ -379,8 +359,25 @@ class RawDataset(Dataset):
     def _padding_window(self) -> dict[str, Any]:
         return padding_window(self.batch_params(1))
 
+    @functools.cached_property
+    def _fields(self) -> dict[str, Field]:
+        return batch_fields(self.batch_params(1))
 
-def _agent_action(env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # On the numpy views: small torch ops cost a dispatcher round trip each.
-    agent = env_to_agent({key: value.numpy() for key, value in env.items()})
-    return {key: torch.from_numpy(value) for key, value in agent.items()}
+    @functools.cached_property
+    def _batched(self) -> list:
+        """The modality records batches carry, in ``MODALITY_SPECS`` order."""
+        return [spec for spec in MODALITY_SPECS.values() if spec.batched(self.batch_params(1))]
+
+
+def _pop(item: dict[str, Any], name: str) -> Any:
+    *parents, key = name.split("/")
+    for parent in parents:
+        item = item[parent]
+    return item.pop(key)
+
+
+def _put(batch: dict[str, Any], name: str, value: Any) -> None:
+    *parents, key = name.split("/")
+    for parent in parents:
+        batch = batch.setdefault(parent, {})
+    batch[key] = value

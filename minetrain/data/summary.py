@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 
 from minetrain.data.render import interaction_name
-from minetrain.data.store import MODALITIES, TrajectoryStore, layout
+from minetrain.data.store import MODALITY_SPECS, TrajectoryStore, layout
 from minetrain.data.store.handles import reader_env
 from minetrain.data.store.reader import length_mismatches
 from minetrain.data.store.safe_pickle import load_pickle
@@ -62,10 +62,10 @@ class EpisodeRow:
 
 def present_modalities(dataset_dir: Path) -> list[str]:
     """Modalities with a folder in ``dataset_dir``; DataError for a missing, empty or foreign dir."""
-    found = layout.modalities_in(dataset_dir, MODALITIES)
+    found = layout.modalities_in(dataset_dir, MODALITY_SPECS)
     if not found:
         raise DataError(
-            f"{dataset_dir}: no modality folder ({', '.join(MODALITIES)}); is this a dataset dir?"
+            f"{dataset_dir}: no modality folder ({', '.join(MODALITY_SPECS)}); is this a dataset dir?"
         )
     return found
 
@@ -197,7 +197,7 @@ def summarise(
     """
     dirs = [Path(d) for d in dataset_dirs]
     per_dir = {d: present_modalities(d) for d in dirs}
-    modalities = [m for m in MODALITIES if any(m in present for present in per_dir.values())]
+    modalities = [m for m in MODALITY_SPECS if any(m in present for present in per_dir.values())]
     index: dict[str, dict[str, int]] = {m: {} for m in modalities}
     chunk_sizes: set[int] = set()
     sizes: Counter = Counter()

@@ -28,10 +28,8 @@ import numpy as np
 
 from minetrain.actions import BUTTONS, CAMERA_BINS_PER_AXIS, CAMERA_NULL_BIN, HOTBAR_KEYS, dequantize_camera
 from minetrain.data.store import DatasetWriter, Episode
+from minetrain.data.store.modalities import MODALITY_SPECS, SyntheticEpisode, Target
 from minetrain.errors import ConfigError
-
-# Segmentation masks are stored over the reference's native 360x640 frame.
-MASK_SHAPE = (360, 640)
 
 BUTTON_LAMPS = tuple(name for name in BUTTONS if name not in HOTBAR_KEYS)
 
@@ -90,15 +88,6 @@ def _segments(rng: np.random.Generator, length: int) -> list[_Segment]:
         segments.append(_Segment(start, stop, obj_id))
         start = stop
     return segments
-
-
-def _box_rle(top: int, left: int, bottom: int, right: int, shape: tuple[int, int] = MASK_SHAPE) -> str:
-    """RLE (1-based start, length; row-major) of the box rows [top, bottom) x cols [left, right)."""
-    width = shape[1]
-    if left == 0 and right == width:
-        return f"{top * width + 1} {(bottom - top) * width}"
-    starts = np.arange(top, bottom) * width + left + 1
-    return " ".join(f"{s} {right - left}" for s in starts)
 
 
 def _object_box(centre: np.ndarray, half: np.ndarray) -> tuple[float, float, float, float]:
@@ -226,46 +215,23 @@ def render_frames(
 
 
 def synth_episode(index: int, length: int, size: int = 64, seed: int = 0) -> Episode:
-    """Episode ``index`` of the synthetic dataset with seed ``seed``: all four modalities."""
+    """Episode ``index`` of the synthetic dataset with seed ``seed``: every modality that has a
+    ``synthesize`` in its record (``modalities``)."""
     if length < 1 or size < 16:
         raise ConfigError(f"synthetic episode needs length >= 1 and size >= 16, got {length} and {size}")
     rng = np.random.default_rng((seed, index))
     action, boxes, owner = _simulate(rng, length)
     obj_ids = [o[1].obj_id if o else None for o in owner]
     frames = render_frames(rng, action, boxes, obj_ids, size)
-    segmentation, meta_info = [], []
-    yaw = np.cumsum(action["camera"][:, 1])
-    pitch = np.cumsum(action["camera"][:, 0])
-    for t in range(length):
-        meta_info.append({"yaw": float(yaw[t]), "pitch": float(pitch[t]), "isGuiOpen": False})
-        if owner[t] is None:
-            segmentation.append({})
-            continue
-        seg_idx, seg = owner[t]
-        top, left, bottom, right = boxes[t]
-        h, w = MASK_SHAPE
-        r0, c0 = int(top * h), int(left * w)
-        r1, c1 = max(r0 + 1, int(bottom * h)), max(c0 + 1, int(right * w))
-        event = INTERACTIONS[seg.obj_id][1]
-        segmentation.append(
-            {
-                (str(seg_idx), event): {
-                    "obj_id": seg.obj_id,
-                    "rle_mask": _box_rle(r0, c0, r1, c1),
-                    "event": event,
-                    "point": ((r0 + r1) // 2, (c0 + c1) // 2),
-                    "frame_id": t,
-                    "frame_range": (seg.start, seg.stop - 1),
-                }
-            }
-        )
-    return Episode(
-        name=f"synth{seed}-{index:04d}",
-        image=frames,
-        action=action,
-        segmentation=segmentation,
-        meta_info=meta_info,
-    )
+    targets = [
+        None
+        if o is None
+        else Target(o[0], o[1].start, o[1].stop, o[1].obj_id, INTERACTIONS[o[1].obj_id][1], boxes[t])
+        for t, o in enumerate(owner)
+    ]
+    shown = SyntheticEpisode(frames, action, targets)
+    values = {name: spec.synthesize(shown) for name, spec in MODALITY_SPECS.items() if spec.synthesize}
+    return Episode(f"synth{seed}-{index:04d}", **values)
 
 
 def write_synthetic_dataset(

@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minetrain.data.store import MODALITIES, layout
+from minetrain.data.store import layout
 from minetrain.data.store.handles import read_part_info, reader_env
 from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.data.workers import die_with_parent
@@ -115,9 +115,9 @@ def _plan(
 
 def _plan_dataset(dataset_dir: Path, report: VerifyReport, require: Sequence[str]) -> list[_Task]:
     tasks: list[_Task] = []
-    folders = {m: layout.modality_folder(dataset_dir, m) for m in MODALITIES}
+    folders = {m: layout.modality_folder(dataset_dir, m) for m in MODALITY_SPECS}
     if not any(folders.values()):
-        message = f"no modality folder ({', '.join(MODALITIES)}); not a dataset dir"
+        message = f"no modality folder ({', '.join(MODALITY_SPECS)}); not a dataset dir"
         report.problems.append(Problem(str(dataset_dir), "", "", "", message))
         return tasks
     names: dict[str, set[str]] = {}

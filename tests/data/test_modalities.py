@@ -1,8 +1,10 @@
 """The batch contract (``modalities.batch_fields``) against real batches, and the modality records."""
 
+import shutil
 import subprocess
 import sys
 
+import lmdb
 import numpy as np
 import pytest
 import torch
@@ -11,9 +13,12 @@ from minetrain.data import RawDataset
 from minetrain.data.datamodule import MineDataModule
 from minetrain.data.event_dataset import EventDataset
 from minetrain.data.events import index_events
-from minetrain.data.store import MODALITIES, layout
-from minetrain.data.store.modalities import MODALITY_SPECS, Field, batch_fields
+from minetrain.data.store import Episode
+from minetrain.data.store.codecs import dumps_chunk
+from minetrain.data.store.modalities import MODALITY_SPECS, Field, Modality, batch_fields
+from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.data.synth import synth_episode, write_synthetic_dataset
+from minetrain.data.verify import verify_datasets
 from minetrain.errors import DataError
 
 WIN, SIZE = 8, 32
@@ -102,14 +107,88 @@ def test_padding_windows_follow_the_contract(dataset_dir):
 
 
 def test_the_store_knows_the_modalities_of_the_records():
-    assert MODALITIES == tuple(MODALITY_SPECS) == ("image", "action", "segmentation", "meta_info")
-    assert {name: spec.folders[0] for name, spec in MODALITY_SPECS.items()} == {m: m for m in MODALITIES}
-    assert layout.FOLDER_NAMES["image"] == ("image", "video")
+    assert tuple(MODALITY_SPECS) == ("image", "action", "segmentation", "meta_info")
+    assert {name: spec.folders[0] for name, spec in MODALITY_SPECS.items()} == {m: m for m in MODALITY_SPECS}
+    assert MODALITY_SPECS["image"].folders == ("image", "video")
 
 
 def test_synthetic_episodes_hold_every_modality_of_the_records():
-    # A new record needs its synthetic values in synth_episode: tests and the demo run on them.
     assert synth_episode(0, 5).modalities == tuple(MODALITY_SPECS)
+
+
+def test_previous_actions_at_a_start_before_the_stride_cover_the_episode_from_frame_0(dataset_dir):
+    # An event window may start at frame 1 with skip_frame 2: the previous action of its first
+    # kept frame is frame 0's alone ([t - k, t) clipped to the episode), not a read before frame 0.
+    params = dict(win_len=4, skip_frame=2, enable_prev_action=True, enable_segment=False)
+    dataset = RawDataset(str(dataset_dir), **params)
+    span = dataset.windows.span(0)._replace(start=1, stop=8)
+    previous = dataset._read_fields(span, 0, {})["env_prev_action"]
+    action = dataset.store.read(span.episode, "action", 0, 8)
+    forward, camera = action["forward"], action["camera"]
+    assert previous["forward"].tolist() == [forward[0], forward[1:3].max(), forward[3:5].max(), 0]
+    expected = [camera[0], camera[1:3].sum(0), camera[3:5].sum(0), (0, 0)]
+    np.testing.assert_allclose(previous["camera"], expected, rtol=1e-6)
+    events = EventDataset(str(dataset_dir), bias=1, **params)
+    assert len(events) and all(events[i]["mask"].any() for i in range(len(events)))
+
+
+# A modality that is not in the package: one record, as docs/architecture.md ("Extending") says.
+def _validate_reward(value):
+    rewards = np.asarray(value, dtype=np.float32)
+    if rewards.ndim != 1:
+        raise DataError(f"reward must hold one number per frame, got shape {rewards.shape}")
+    return rewards, len(rewards)
+
+
+def _check_reward(data, expected):
+    value = load_pickle(data, "", "re-convert this episode")
+    if not isinstance(value, np.ndarray) or value.shape != (expected,):
+        raise DataError(f"holds {getattr(value, 'shape', type(value).__name__)}, expected {expected} rewards")
+
+
+def _take_reward(value, expected, lo, hi):
+    return value[lo:hi] if isinstance(value, np.ndarray) and len(value) >= expected else None
+
+
+def _read_reward(window, fields):
+    fields["reward"][: window.real] = window.read("reward")[:: window.stride]
+
+
+REWARD = Modality(
+    "reward",
+    ("reward",),
+    _validate_reward,
+    _check_reward,
+    take=_take_reward,
+    join=np.concatenate,
+    fields=lambda p: {"reward": Field((p.batch_size, p.win_len), np.float32)},
+    read=_read_reward,
+    # 1 on the frames that show an interaction
+    synthesize=lambda episode: np.array([target is not None for target in episode.targets], np.float32),
+)
+
+
+def test_a_modality_added_as_one_record_is_stored_verified_and_batched(tmp_path, monkeypatch):
+    monkeypatch.setitem(MODALITY_SPECS, "reward", REWARD)
+    path = write_synthetic_dataset(tmp_path / "rewarded", lengths=[37, 21], size=32)
+    assert (path / "reward").is_dir()
+    assert verify_datasets([path]).ok
+    dataset = RawDataset(str(path), frame_width=SIZE, frame_height=SIZE, win_len=WIN)
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    assert_matches(batch, batch_fields(dataset.batch_params(len(dataset))))
+    assert torch.equal(batch["reward"], (batch["segment"]["obj_id"] >= 0).float())
+    assert batch["reward"].any() and not batch["reward"][batch["mask"] == 0].any()
+
+    with pytest.raises(DataError, match="episode bad: reward must hold one number per frame"):
+        Episode("bad", reward=np.zeros((3, 2)))
+    corrupt = shutil.copytree(path, tmp_path / "corrupt")  # the store holds ``path`` open
+    env = lmdb.open(str(corrupt / "reward" / "part-0"), subdir=True, lock=False)
+    with env.begin(write=True) as txn:
+        key = next(k for k, _ in txn.cursor() if not k.startswith(b"__"))
+        txn.put(key, dumps_chunk(np.zeros(3, dtype=np.float32)))
+    env.close()
+    problems = verify_datasets([corrupt]).problems
+    assert [p.modality for p in problems] == ["reward"] and "expected" in problems[0].message
 
 
 def test_take_rejects_chunks_short_of_frames():

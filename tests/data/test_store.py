@@ -7,7 +7,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from minetrain.data.store import MODALITIES, DatasetWriter, Episode, TrajectoryStore
+from minetrain.data.store import MODALITY_SPECS, DatasetWriter, Episode, TrajectoryStore
 from minetrain.data.store.codecs import encode_video, rle_encode
 from minetrain.data.store.layout import chunk_key
 from minetrain.errors import ConfigError, DataError
@@ -16,7 +16,9 @@ BUTTONS = ["attack", "back", "forward", "jump", "left", "right", "sneak", "sprin
 BUTTONS += ["inventory", *(f"hotbar.{i}" for i in range(1, 10))]
 
 
-def make_episode(name: str, n: int, size: int = 16, seed: int = 0, modalities=MODALITIES) -> Episode:
+def make_episode(
+    name: str, n: int, size: int = 16, seed: int = 0, modalities=tuple(MODALITY_SPECS)
+) -> Episode:
     rng = np.random.default_rng(seed)
     image = np.zeros((n, size, size, 3), np.uint8)
     image[:] = (np.arange(n, dtype=np.uint8) * 3)[:, None, None, None]  # grey level = frame index
@@ -62,7 +64,7 @@ def lmdb_values(part):
 
 def test_layout_is_the_reference_layout(tmp_path):
     write(tmp_path, [make_episode("a", 70), make_episode("b", 32)])
-    for modality in MODALITIES:
+    for modality in MODALITY_SPECS:
         assert sorted(p.name for p in (tmp_path / modality).iterdir()) == ["part-0"]
     values = lmdb_values(tmp_path / "image" / "part-0")
     assert pickle.loads(values[b"__chunk_size__"]) == 32
@@ -83,7 +85,7 @@ def test_layout_is_the_reference_layout(tmp_path):
 def test_round_trip_of_every_modality_with_a_short_tail(tmp_path):
     episode = make_episode("a", 70)
     write(tmp_path, [episode, make_episode("b", 5)], image_crf=0)
-    store = TrajectoryStore(tmp_path, modalities=MODALITIES)
+    store = TrajectoryStore(tmp_path, modalities=list(MODALITY_SPECS))
     assert store.episodes == {"a": 70, "b": 5}
     assert store.chunk_size == 32
     frames = store.read("a", "image", 0, 70)

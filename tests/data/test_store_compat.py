@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minetrain.data.store import MODALITIES, DatasetWriter, Episode, TrajectoryStore
+from minetrain.data.store import MODALITY_SPECS, DatasetWriter, Episode, TrajectoryStore
 from minetrain.data.store.codecs import rle_decode
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -56,13 +56,13 @@ def assert_same_as_reference(store: TrajectoryStore, reference: dict) -> None:
 
 
 def test_a_reference_written_dataset_reads_in_minetrain():
-    store = TrajectoryStore(FIXTURES / "store_reference", modalities=MODALITIES)
+    store = TrajectoryStore(FIXTURES / "store_reference", modalities=list(MODALITY_SPECS))
     assert store.chunk_size == 32
     assert_same_as_reference(store, load_reference_read(FIXTURES / "store_reference_read.pkl.gz"))
 
 
 def test_a_minetrain_written_dataset_reads_in_the_reference():
-    store = TrajectoryStore(FIXTURES / "store_minetrain", modalities=MODALITIES)
+    store = TrajectoryStore(FIXTURES / "store_minetrain", modalities=list(MODALITY_SPECS))
     reference = load_reference_read(FIXTURES / "store_minetrain_reference_read.pkl.gz")
     assert {name: value["num_frames"] for name, value in reference.items()} == {
         "mt-alpha": 70,
@@ -74,11 +74,11 @@ def test_a_minetrain_written_dataset_reads_in_the_reference():
 
 @pytest.mark.skipif(not REFERENCE_PYTHON.exists(), reason="reference venv /tmp/reference-venv is absent")
 def test_the_reference_reads_a_fresh_minetrain_dataset_over_several_parts(tmp_path):
-    source = TrajectoryStore(FIXTURES / "store_minetrain", modalities=MODALITIES)
+    source = TrajectoryStore(FIXTURES / "store_minetrain", modalities=list(MODALITY_SPECS))
     dataset = tmp_path / "dataset"
     with DatasetWriter(dataset, episodes_per_part=2, image_crf=30) as writer:
         for name, n in source.episodes.items():
-            writer.write(Episode(f"fresh-{name}", *(source.read(name, m, 0, n) for m in MODALITIES)))
+            writer.write(Episode(f"fresh-{name}", **{m: source.read(name, m, 0, n) for m in MODALITY_SPECS}))
     assert len(list((dataset / "image").iterdir())) == 2
     out = tmp_path / "read.pkl.gz"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -89,7 +89,9 @@ def test_the_reference_reads_a_fresh_minetrain_dataset_over_several_parts(tmp_pa
         capture_output=True,
         timeout=300,
     )
-    assert_same_as_reference(TrajectoryStore(dataset, modalities=MODALITIES), load_reference_read(out))
+    assert_same_as_reference(
+        TrajectoryStore(dataset, modalities=list(MODALITY_SPECS)), load_reference_read(out)
+    )
 
 
 LMDB1_CHECK = """

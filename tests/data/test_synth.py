@@ -5,11 +5,11 @@ from minetrain.actions import env_to_agent, quantize_camera
 from minetrain.data.render import INTERACTION_NAMES
 from minetrain.data.store import TrajectoryStore
 from minetrain.data.store.codecs import rle_decode, rle_encode
+from minetrain.data.store.modalities.segmentation import box_rle
 from minetrain.data.synth import (
     BUTTON_LAMPS,
     HOTBAR_KEYS,
     LAMP_COLOURS,
-    _box_rle,
     _lamp_layout,
     episode_lengths,
     synth_episode,
@@ -83,7 +83,7 @@ def test_box_rle_matches_generic_encoder():
     for box in [(0, 0, 360, 640), (10, 0, 20, 640), (5, 7, 9, 100), (359, 639, 360, 640)]:
         mask = np.zeros((360, 640), dtype=np.uint8)
         mask[box[0] : box[2], box[1] : box[3]] = 1
-        assert _box_rle(*box) == rle_encode(mask)
+        assert box_rle(*box) == rle_encode(mask)
 
 
 def test_written_dataset_reads_back_with_all_modalities(tmp_path):

@@ -50,7 +50,7 @@ def test_batch_shapes_follow_the_image_format(dataset_dir):
     rgb_set, yuv_set = pair(dataset_dir, 32)
     assert rgb_set.batch_shapes(2)["image"] == (2, WIN, 32, 32, 3)
     assert yuv_set.batch_shapes(2)["image"] == (2, WIN, 96, 64)
-    assert yuv_set.batch_shapes(2)["obj_mask"] == rgb_set.batch_shapes(2)["obj_mask"]
+    assert yuv_set.batch_shapes(2)["segment/obj_mask"] == rgb_set.batch_shapes(2)["segment/obj_mask"]
 
 
 def test_workers_deliver_yuv_batches_through_the_ring(dataset_dir):

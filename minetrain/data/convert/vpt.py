@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 from minetrain.data.convert.report import ConversionReport
 from minetrain.data.convert.vpt_actions import read_jsonl, steps_to_actions
-from minetrain.data.store import DatasetWriter, Episode, layout
+from minetrain.data.store import MODALITY_SPECS, DatasetWriter, Episode, layout
 from minetrain.data.store.handles import read_part_info
 from minetrain.data.store.lock import dataset_write_lock
 from minetrain.data.workers import die_with_parent
@@ -169,7 +169,7 @@ def _promote(shard: Path, out: Path) -> None:
         folder = layout.modality_folder(shard, modality)
         if folder is None:
             continue
-        target = out / layout.FOLDER_NAMES[modality][0]
+        target = out / MODALITY_SPECS[modality].folders[0]
         target.mkdir(parents=True, exist_ok=True)
         for part in layout.list_parts(folder):
             numbers = [layout.part_number(p) for p in layout.list_parts(target)]

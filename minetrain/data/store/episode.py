@@ -2,85 +2,62 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from minetrain.data.store.layout import MODALITIES
+from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.errors import DataError
 
 
-@dataclass
 class Episode:
-    """All modalities of one episode; absent modalities are None.
+    """All modalities of one episode, given by keyword (``Episode(name, image=..., action=...)``).
 
-    ``image`` is (N, H, W, 3) uint8 RGB; ``action`` maps env-action keys to arrays with one row
-    per frame; ``segmentation`` and ``meta_info`` hold one entry per frame.
+    Each value is checked by its modality's record (``modalities``): ``image`` is (N, H, W, 3)
+    uint8 RGB; ``action`` maps env-action keys to arrays with one row per frame; ``segmentation``
+    and ``meta_info`` hold one dict per frame. All must have the same number of frames. A modality
+    not given reads as None.
     """
 
-    name: str
-    image: np.ndarray | None = None
-    action: dict[str, np.ndarray] | None = None
-    segmentation: list[dict] | None = None
-    meta_info: list[dict] | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise DataError(f"episode name must be a non-empty string, got {self.name!r}")
+    def __init__(self, name: str, **modalities: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise DataError(f"episode name must be a non-empty string, got {name!r}")
+        unknown = [m for m in modalities if m not in MODALITY_SPECS]
+        if unknown:
+            raise DataError(
+                f"episode {name}: unknown modalities {unknown}; choose from {', '.join(MODALITY_SPECS)}"
+            )
+        self.name = name
+        self._values: dict[str, Any] = {}
         lengths: dict[str, int] = {}
-        if self.image is not None:
-            image = np.asarray(self.image)
-            if image.ndim != 4 or image.shape[-1] != 3 or image.dtype != np.uint8:
-                raise DataError(
-                    f"episode {self.name}: image must be (N, H, W, 3) uint8 RGB, "
-                    f"got {image.dtype} {image.shape}"
-                )
-            self.image = image
-            lengths["image"] = len(image)
-        if self.action is not None:
-            if not isinstance(self.action, dict) or not self.action:
-                raise DataError(f"episode {self.name}: action must be a non-empty dict of arrays")
-            self.action = {key: np.asarray(value) for key, value in self.action.items()}
-            scalars = [key for key, value in self.action.items() if value.ndim == 0]
-            if scalars:
-                raise DataError(
-                    f"episode {self.name}: action keys {scalars} hold scalars, not one row per frame"
-                )
-            action_lengths = {key: len(value) for key, value in self.action.items()}
-            if len(set(action_lengths.values())) != 1:
-                detail = ", ".join(f"{key}={n}" for key, n in action_lengths.items())
-                raise DataError(f"episode {self.name}: action arrays have unequal lengths ({detail})")
-            lengths["action"] = next(iter(action_lengths.values()))
-        for modality in ("segmentation", "meta_info"):
-            value = getattr(self, modality)
-            if value is not None:
-                if not isinstance(value, list | tuple) or not all(isinstance(v, dict) for v in value):
-                    raise DataError(f"episode {self.name}: {modality} must be a list with one dict per frame")
-                lengths[modality] = len(value)
+        for modality, spec in MODALITY_SPECS.items():
+            if modalities.get(modality) is None:
+                continue
+            try:
+                self._values[modality], lengths[modality] = spec.validate(modalities[modality])
+            except DataError as exc:
+                raise DataError(f"episode {name}: {exc}") from None
         if not lengths:
-            raise DataError(f"episode {self.name}: no modality given")
+            raise DataError(f"episode {name}: no modality given")
         if len(set(lengths.values())) != 1:
             detail = ", ".join(f"{m}={n}" for m, n in lengths.items())
-            raise DataError(f"episode {self.name}: modalities have different numbers of frames ({detail})")
-        if next(iter(lengths.values())) <= 0:
-            raise DataError(f"episode {self.name}: has no frames")
+            raise DataError(f"episode {name}: modalities have different numbers of frames ({detail})")
+        self.num_frames = next(iter(lengths.values()))
+        if self.num_frames <= 0:
+            raise DataError(f"episode {name}: has no frames")
 
-    @property
-    def num_frames(self) -> int:
-        for modality in self.modalities:
-            value = getattr(self, modality)
-            return len(next(iter(value.values()))) if modality == "action" else len(value)
-        return 0
+    def __getattr__(self, modality: str) -> Any:
+        if modality in MODALITY_SPECS:
+            return self.__dict__.get("_values", {}).get(modality)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {modality!r}")
+
+    def __repr__(self) -> str:
+        return f"Episode({self.name!r}, {self.num_frames} frames of {', '.join(self.modalities)})"
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """The modalities this episode carries, in MODALITIES order."""
-        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
+        """The modalities this episode carries, in ``MODALITY_SPECS`` order."""
+        return tuple(self._values)
 
     def chunk(self, modality: str, start: int, stop: int) -> Any:
         """Frames [start, stop) of one modality, in the in-memory form its chunk codec takes."""
-        value = getattr(self, modality)
-        if modality == "action":
-            return {key: array[start:stop] for key, array in value.items()}
-        return value[start:stop] if modality == "image" else list(value[start:stop])
+        value, spec = self._values[modality], MODALITY_SPECS[modality]
+        return value[start:stop] if spec.take is None else spec.take(value, 0, start, stop)

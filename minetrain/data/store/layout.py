@@ -14,11 +14,6 @@ from pathlib import Path
 from minetrain.data.store.modalities import MODALITY_SPECS
 from minetrain.errors import DataError
 
-MODALITIES = tuple(MODALITY_SPECS)
-
-# Folder names the reference library also accepts for a modality; the first is the one we write.
-FOLDER_NAMES = {name: spec.folders for name, spec in MODALITY_SPECS.items()}
-
 CHUNK_SIZE_KEY = b"__chunk_size__"
 CHUNK_INFOS_KEY = b"__chunk_infos__"
 NUM_EPISODES_KEY = b"__num_episodes__"
@@ -48,7 +43,7 @@ def part_name(number: int) -> str:
 
 def modality_folder(dataset_dir: Path, modality: str) -> Path | None:
     """The folder holding ``modality`` in ``dataset_dir`` (any accepted alias), or None."""
-    for name in FOLDER_NAMES[modality]:
+    for name in MODALITY_SPECS[modality].folders:
         candidate = dataset_dir / name
         if candidate.is_dir():
             return candidate

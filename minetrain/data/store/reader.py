@@ -104,10 +104,10 @@ class TrajectoryStore:
         self.modalities = tuple(modalities)
         self.decode_threads = decode_threads
         self.resize_interpolation = check_interpolation(resize_interpolation)
-        unknown = [m for m in self.modalities if m not in layout.MODALITIES]
+        unknown = [m for m in self.modalities if m not in MODALITY_SPECS]
         if unknown or not self.modalities:
             raise ConfigError(
-                f"unknown modalities {unknown or '(none)'}; choose from {', '.join(layout.MODALITIES)}"
+                f"unknown modalities {unknown or '(none)'}; choose from {', '.join(MODALITY_SPECS)}"
             )
         if not self.dataset_dirs:
             raise ConfigError("no dataset dirs given")
@@ -132,7 +132,7 @@ class TrajectoryStore:
         for modality in self.modalities:
             folder = layout.modality_folder(dataset_dir, modality)
             if folder is None:
-                names = " or ".join(f"{name}/" for name in layout.FOLDER_NAMES[modality])
+                names = " or ".join(f"{name}/" for name in MODALITY_SPECS[modality].folders)
                 raise DataError(
                     f"{dataset_dir}: no {names} folder for modality {modality}; "
                     f"convert it or leave {modality} out of the requested modalities"

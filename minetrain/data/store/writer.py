@@ -125,9 +125,9 @@ class DatasetWriter:
             raise
 
     def _scan_committed(self) -> tuple[dict[str, set[str]], dict[str, int]]:
-        committed: dict[str, set[str]] = {m: set() for m in layout.MODALITIES}
-        next_part: dict[str, int] = {m: 0 for m in layout.MODALITIES}
-        for modality in layout.MODALITIES:
+        committed: dict[str, set[str]] = {m: set() for m in MODALITY_SPECS}
+        next_part: dict[str, int] = {m: 0 for m in MODALITY_SPECS}
+        for modality in MODALITY_SPECS:
             folder = layout.modality_folder(self.out_dir, modality)
             if folder is None:
                 continue
@@ -157,7 +157,7 @@ class DatasetWriter:
             self._next_part[modality] += 1
             builder = self._builders[modality] = _PartBuilder(
                 self.out_dir / layout.INCOMPLETE_DIR / modality / name,
-                self.out_dir / layout.FOLDER_NAMES[modality][0] / name,
+                self.out_dir / MODALITY_SPECS[modality].folders[0] / name,
                 self.chunk_size,
             )
         return builder
