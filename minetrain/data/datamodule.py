@@ -169,7 +169,16 @@ class MineDataModule(pl.LightningDataModule):
         sampler = ResumableDistributedSampler(
             dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed
         )
-        return WindowLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, **options)
+        loader = WindowLoader(
+            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=train, **options
+        )
+        if train and len(loader) == 0:  # drop_last: a run that would train on nothing, then stop as if done
+            raise ConfigError(
+                f"the train split has {len(dataset)} windows: too few for batch_size {self.batch_size} "
+                f"on {world} process(es), whose last incomplete batch is dropped; lower batch_size or "
+                "win_len, or add episodes"
+            )
+        return loader
 
     def _ranks_per_node(self) -> int:
         """Processes of this run sharing this machine's ``/dev/shm``: the trainer's devices per node."""

@@ -91,6 +91,9 @@ def test_bad_configuration_is_a_config_error(dataset_dir):
     module = make_module(dataset_dir, batch_size=64)
     with pytest.raises(ConfigError, match="too few for batch_size 64"):
         module.train_dataloader()
+    module = make_module(dataset_dir, continuous=False, batch_size=64)
+    with pytest.raises(ConfigError, match=r"too few for batch_size 64 on 1 process.*dropped"):
+        module.train_dataloader()
 
 
 def test_continuous_batches_need_lightnings_sampler_off(dataset_dir):
