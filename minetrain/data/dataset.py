@@ -340,7 +340,7 @@ class RawDataset(Dataset):
             k,
             real,
             span.index,
-            self.batch_params(1),
+            self._window_params,
             buffers,
             self.seed,
             epoch,
@@ -356,17 +356,22 @@ class RawDataset(Dataset):
         return {**copy_window(self._padding_window), "episode": episode}
 
     @functools.cached_property
+    def _window_params(self) -> BatchParams:
+        """The data parameters of one window (first read once ``stored_size`` is known)."""
+        return self.batch_params(1)
+
+    @functools.cached_property
     def _padding_window(self) -> dict[str, Any]:
-        return padding_window(self.batch_params(1))
+        return padding_window(self._window_params)
 
     @functools.cached_property
     def _fields(self) -> dict[str, Field]:
-        return batch_fields(self.batch_params(1))
+        return batch_fields(self._window_params)
 
     @functools.cached_property
     def _batched(self) -> list:
         """The modality records batches carry, in ``MODALITY_SPECS`` order."""
-        return [spec for spec in MODALITY_SPECS.values() if spec.batched(self.batch_params(1))]
+        return [spec for spec in MODALITY_SPECS.values() if spec.batched(self._window_params)]
 
 
 def _pop(item: dict[str, Any], name: str) -> Any:
