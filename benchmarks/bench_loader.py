@@ -160,6 +160,11 @@ def loader_rate(
     module.setup()
     module.train_dataset.store.reuse_decoder = reuse_decoder
     loader = module.train_dataloader()
+    if len(loader) < 3:  # the first batch is left out of the steady state: too few leave nothing to time
+        raise SystemExit(
+            f"bench_loader: {path} gives {len(loader)} batch(es) of {batch_size} windows per epoch; "
+            "timing needs at least 3: raise --episodes or --frames"
+        )
     rates = []
     for epoch in range(2):
         loader.batch_sampler.set_epoch(epoch)
