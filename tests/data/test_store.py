@@ -164,6 +164,23 @@ def test_episode_validation_names_the_episode_and_keys():
         Episode("e", image=np.zeros((4, 8, 8, 3), np.float32))
     with pytest.raises(DataError, match="no frames"):
         Episode("e", meta_info=[])
+    with pytest.raises(DataError, match=r"episode e: unknown modalities \['video'\]"):
+        Episode("e", video=np.zeros((4, 8, 8, 3), np.uint8))
+
+
+def test_a_modality_replaced_on_an_episode_is_checked_and_written(tmp_path):
+    episode = make_episode("a", 10)
+    frames = np.full_like(episode.image, 200)
+    episode.image = frames  # as benchmarks swap in other frames
+    with pytest.raises(
+        DataError, match=r"episode a: modalities have different numbers of frames \(.*image=3"
+    ):
+        episode.image = frames[:3]
+    episode.meta_info = None
+    assert "meta_info" not in episode.modalities and episode.meta_info is None
+    write(tmp_path, [episode])
+    store = TrajectoryStore(tmp_path)
+    assert np.abs(store.read("a", "image", 0, 10).astype(int) - 200).max() <= 3
 
 
 def test_missing_empty_and_incomplete_dirs_are_data_errors(tmp_path):

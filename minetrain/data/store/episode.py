@@ -20,6 +20,7 @@ class Episode:
     def __init__(self, name: str, **modalities: Any) -> None:
         if not isinstance(name, str) or not name:
             raise DataError(f"episode name must be a non-empty string, got {name!r}")
+        self._frames: dict[str, int] = {}
         unknown = [m for m in modalities if m not in MODALITY_SPECS]
         if unknown:
             raise DataError(
@@ -27,22 +28,36 @@ class Episode:
             )
         self.name = name
         self._values: dict[str, Any] = {}
-        lengths: dict[str, int] = {}
-        for modality, spec in MODALITY_SPECS.items():
-            if modalities.get(modality) is None:
-                continue
-            try:
-                self._values[modality], lengths[modality] = spec.validate(modalities[modality])
-            except DataError as exc:
-                raise DataError(f"episode {name}: {exc}") from None
-        if not lengths:
+        for modality in MODALITY_SPECS:
+            if modalities.get(modality) is not None:
+                self._put(modality, modalities[modality])
+        if not self._values:
             raise DataError(f"episode {name}: no modality given")
-        if len(set(lengths.values())) != 1:
-            detail = ", ".join(f"{m}={n}" for m, n in lengths.items())
-            raise DataError(f"episode {name}: modalities have different numbers of frames ({detail})")
-        self.num_frames = next(iter(lengths.values()))
-        if self.num_frames <= 0:
-            raise DataError(f"episode {name}: has no frames")
+
+    def _put(self, modality: str, value: Any) -> None:
+        """Check ``value`` with its record and against the other modalities' frame count, then keep it."""
+        try:
+            value, frames = MODALITY_SPECS[modality].validate(value)
+        except DataError as exc:
+            raise DataError(f"episode {self.name}: {exc}") from None
+        others = {m: self._frames[m] for m in self._values if m != modality}
+        if any(n != frames for n in others.values()):
+            detail = ", ".join(f"{m}={n}" for m, n in {**others, modality: frames}.items())
+            raise DataError(f"episode {self.name}: modalities have different numbers of frames ({detail})")
+        if frames <= 0:
+            raise DataError(f"episode {self.name}: has no frames")
+        self._values[modality] = value
+        self._frames[modality] = frames
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``episode.image = frames`` replaces a modality as the constructor would take it.
+        if name not in MODALITY_SPECS:
+            super().__setattr__(name, value)
+        elif value is None:
+            self._values.pop(name, None)
+            self._frames.pop(name, None)
+        else:
+            self._put(name, value)
 
     def __getattr__(self, modality: str) -> Any:
         if modality in MODALITY_SPECS:
@@ -53,9 +68,13 @@ class Episode:
         return f"Episode({self.name!r}, {self.num_frames} frames of {', '.join(self.modalities)})"
 
     @property
+    def num_frames(self) -> int:
+        return next(iter(self._frames.values()), 0)
+
+    @property
     def modalities(self) -> tuple[str, ...]:
         """The modalities this episode carries, in ``MODALITY_SPECS`` order."""
-        return tuple(self._values)
+        return tuple(m for m in MODALITY_SPECS if m in self._values)
 
     def chunk(self, modality: str, start: int, stop: int) -> Any:
         """Frames [start, stop) of one modality, in the in-memory form its chunk codec takes."""
