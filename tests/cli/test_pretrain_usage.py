@@ -5,12 +5,13 @@ import os
 import shlex
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_pretrain import SMALL
+from test_pretrain import SMALL, side_by_side
 from test_pretrain_launch import minetrain_command
 
 from minetrain.data.synth import write_synthetic_dataset
@@ -64,9 +65,12 @@ def test_printed_resume_evaluate_and_export_run_as_pasted_elsewhere(first_run, t
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 6
 
-    evaluate = run(printed(second.stdout, "Evaluate"), tmp_path)
+    # Evaluating reads the checkpoints, exporting writes beside them: independent, so run at once.
+    evaluate, export = side_by_side(
+        partial(run, printed(second.stdout, "Evaluate"), tmp_path),
+        partial(run, printed(second.stdout, "Export"), tmp_path),
+    )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    export = run(printed(second.stdout, "Export"), tmp_path)
     assert export.returncode == 0, export.stderr[-3000:]
     assert (run_dir / "export" / "model.safetensors").is_file()
 
