@@ -83,17 +83,22 @@ def test_a_run_prints_no_lightning_tips_or_deprecations(first_run):
 
 
 @pytest.mark.slow
-def test_ckpt_path_takes_checkpoint_names_with_equals_unquoted(first_run):
+def test_ckpt_path_takes_checkpoint_names_with_equals_unquoted_and_logger_none_trains(first_run):
+    """One run for two things: resuming from a relative checkpoint path holding ``=``, with no logger."""
     cwd, _ = first_run
     (run_dir,) = (cwd / "outputs" / "cmds").iterdir()
     name = "ckpt-epoch=0-step=3.ckpt"
     assert (run_dir / "checkpoints" / name).is_file()
     relative = run_dir.relative_to(cwd) / "checkpoints" / name
     result = pretrain(
-        ["data.dataset_dirs=[data]", *TINY, "trainer.max_steps=4", f"ckpt_path={relative}"], cwd
+        ["data.dataset_dirs=[data]", *TINY, "trainer.max_steps=4", f"ckpt_path={relative}", "logger=none"],
+        cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Restoring states from the checkpoint path" in result.stderr + result.stdout
+    (resumed_dir,) = set((cwd / "outputs" / "cmds").iterdir()) - {run_dir}
+    assert (resumed_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list(run_dir.rglob("metrics.csv")) and not list(resumed_dir.rglob("metrics.csv")), "csv, then none"
 
 
 @pytest.mark.parametrize("quote", ["", "'"])
@@ -106,15 +111,6 @@ def test_ckpt_path_value_with_equals_is_read_quoted_or_not(in_process, capsys, q
 def test_dataset_dirs_given_as_one_dir_is_a_list_of_one(in_process, capsys):
     assert in_process(["pretrain", "data.dataset_dirs=/data/set=1", "--cfg", "job"]) == 0
     assert "dataset_dirs:\n  - /data/set=1\n" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_logger_none_trains(tmp_path: Path, eval_dataset: Path):
-    result = pretrain(
-        [f"data.dataset_dirs=[{eval_dataset}]", *TINY, "trainer.max_steps=2", "logger=none"], tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert not list(tmp_path.rglob("metrics.csv"))
 
 
 @pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
