@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from minetrain.cli.pretrain import run
 
         return run(argv[1:])
-    # Only the named command's module is imported: the others import torch and timm, seconds of start-up.
+    # A command named like its module imports only that module (the others import torch and timm:
+    # seconds of start-up); any other word gets the full parser, and its help or error.
     named = argv[:1] if argv[:1] and argv[0] in COMMAND_MODULES else COMMAND_MODULES
     args = build_parser(named).parse_args(argv)
     try:
