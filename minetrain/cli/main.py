@@ -18,7 +18,8 @@ from minetrain.errors import MinetrainError
 COMMAND_MODULES: tuple[str, ...] = ("data", "evaluate", "export", "rollout")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The parser of ``commands`` (all by default; one is enough to run it)."""
     parser = argparse.ArgumentParser(
         prog="minetrain",
         description="Offline pre-training of Minecraft agents (ROCKET-1) by behaviour cloning.",
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.add_parser(
         "pretrain", help="train a policy (Hydra app; `minetrain pretrain --help` lists its config)"
     )
-    for name in COMMAND_MODULES:
+    for name in commands:
         importlib.import_module(f"minetrain.cli.{name}").register(subparsers)
     return parser
 
@@ -39,8 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from minetrain.cli.pretrain import run
 
         return run(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # A command named like its module imports only that module (the others import torch and timm:
+    # seconds of start-up); any other word gets the full parser, and its help or error.
+    named = argv[:1] if argv[:1] and argv[0] in COMMAND_MODULES else COMMAND_MODULES
+    args = build_parser(named).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except MinetrainError as err:

@@ -1,9 +1,14 @@
 """`minetrain pretrain`: the demo end to end (shortened), resume=auto, and the tutorial example script."""
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import torch
@@ -26,6 +31,16 @@ SMALL = [
     "save_freq=15",
     "optim.warmup_steps=5",
 ]
+
+
+T = TypeVar("T")
+
+
+def side_by_side(*calls: Callable[[], T]) -> list[T]:
+    """The results of independent calls that each run a command, run at once: a command is mostly
+    Python start-up on one core, so two take about as long as one on the CI's two cores."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [future.result() for future in [pool.submit(call) for call in calls]]
 
 
 def run_cli(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
@@ -72,13 +87,18 @@ def test_demo_trains_writes_checkpoints_and_resumes(tmp_path: Path):
 
 
 def test_bad_override_and_missing_dataset_give_one_line_errors(tmp_path: Path):
-    missing = run_cli(
-        ["pretrain", "data.dataset_dirs=[/no/such/dir]", "trainer.max_steps=1"], tmp_path, tmp_path
+    missing, unknown = side_by_side(
+        partial(
+            run_cli,
+            ["pretrain", "data.dataset_dirs=[/no/such/dir]", "trainer.max_steps=1"],
+            tmp_path,
+            tmp_path,
+        ),
+        partial(run_cli, ["pretrain", "trainer.no_such_option=1"], tmp_path, tmp_path),
     )
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].startswith("error:") and "/no/such/dir" in missing.stderr
     assert "Traceback" not in missing.stderr
-    unknown = run_cli(["pretrain", "trainer.no_such_option=1"], tmp_path, tmp_path)
     assert (
         unknown.returncode != 0 and "no_such_option" in unknown.stderr and "Traceback" not in unknown.stderr
     )
@@ -123,13 +143,13 @@ def test_tutorial_example_runs_small(tmp_path: Path):
 
 
 def test_dataset_without_segmentation_and_full_disk_give_one_line_errors(tmp_path: Path):
-    import shutil
-
     from minetrain.data.synth import write_synthetic_dataset
 
-    data = tmp_path / "data"
+    data, no_segmentation = tmp_path / "data", tmp_path / "no-segmentation"
     write_synthetic_dataset(data, episodes=4, frames=60, size=32, seed=2)
-    small = [f"data.dataset_dirs=[{data}]", *SMALL[3:], "trainer.max_steps=2", "save_freq=1"]
+    shutil.copytree(data, no_segmentation)
+    shutil.rmtree(no_segmentation / "segmentation")
+    small = [*SMALL[3:], "trainer.max_steps=2", "save_freq=1"]
 
     full_disk = (
         "import errno, sys, torch\n"
@@ -137,21 +157,35 @@ def test_dataset_without_segmentation_and_full_disk_give_one_line_errors(tmp_pat
         "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
         "torch.save = no_space\n"
         "from minetrain.cli.main import main\n"
-        f"sys.exit(main({['pretrain', *small]!r}))\n"
+        f"sys.exit(main({['pretrain', f'data.dataset_dirs=[{data}]', *small]!r}))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    result = subprocess.run(
-        [sys.executable, "-c", full_disk], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    for cwd in ("full-disk", "no-segmentation-run"):
+        (tmp_path / cwd).mkdir()
+    result, no_segments = side_by_side(
+        partial(
+            subprocess.run,
+            [sys.executable, "-c", full_disk],
+            cwd=tmp_path / "full-disk",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        ),
+        partial(
+            run_cli,
+            ["pretrain", f"data.dataset_dirs=[{no_segmentation}]", *small],
+            tmp_path / "no-segmentation-run",
+            tmp_path,
+        ),
     )
     assert result.returncode == 2, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: writing checkpoint") and "No space left on device" in last
     assert "Traceback" not in result.stderr
-    written = [p.name for p in (tmp_path / "outputs").rglob("*.ckpt")]
+    written = [p.name for p in (tmp_path / "full-disk" / "outputs").rglob("*.ckpt")]
     assert written == [], written
 
-    shutil.rmtree(data / "segmentation")
-    no_segments = run_cli(["pretrain", *small], tmp_path, tmp_path)
     assert no_segments.returncode == 2
     last = no_segments.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "segmentation" in last and "Traceback" not in no_segments.stderr
@@ -200,16 +234,18 @@ def test_pretrain_trains_with_torchs_own_shared_memory_hand_over(tmp_path: Path,
         "trainer.max_steps=3",
         "save_freq=3",
     ]
-    result = run_cli(run, tmp_path, tmp_path / "cache")
+    # More than /dev/shm holds: one error line before any worker starts.
+    too_much_args = ["pretrain", dataset, *TINY_WORKER_RUN, "data.prefetch_factor=100000000"]
+    (tmp_path / "too-much").mkdir()
+    result, too_much = side_by_side(
+        partial(run_cli, run, tmp_path, tmp_path / "cache"),
+        partial(run_cli, too_much_args, tmp_path / "too-much", tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "shm").iterdir()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 3
 
-    # More than /dev/shm holds: one error line before any worker starts.
-    too_much = run_cli(
-        ["pretrain", dataset, *TINY_WORKER_RUN, "data.prefetch_factor=100000000"], tmp_path, tmp_path
-    )
     assert too_much.returncode == 2, too_much.stderr[-3000:]
     last = too_much.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the ") and "/dev/shm" in last and "--shm-size=" in last

@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from checkpoint_damage import flip_tensor_bytes
-from test_pretrain import SMALL
+from test_pretrain import SMALL, side_by_side
 
 from minetrain.offline.checkpoint_io import MineCheckpointIO
 
@@ -149,8 +150,6 @@ def test_resume_passes_over_a_bit_rotted_checkpoint_and_removes_stale_temps(
     # Bit rot in an optimizer tensor of the newest checkpoint.
     state = MineCheckpointIO().load_checkpoint(last)["optimizer_states"][0]["state"]
     flip_tensor_bytes(last, max((s["exp_avg"] for s in state.values()), key=lambda t: t.numel()))
-    explicit = pretrain([*args, "trainer.max_steps=6", f"ckpt_path={last}"], tmp_path, cache)
-    assert_one_error_line(explicit, f"checkpoint {last} is corrupt (Bad CRC-32")
 
     # Temps of killed writers go when a run resumes from their directory; a live writer's stay.
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -161,7 +160,15 @@ def test_resume_passes_over_a_bit_rotted_checkpoint_and_removes_stale_temps(
     )
     for temp in (stale, live):
         temp.write_bytes(b"partial")
-    auto = pretrain([*args, "trainer.max_steps=6", "resume=auto"], tmp_path, cache)
+    # The explicit resume fails before it trains and names no run of this directory: run both at once,
+    # the explicit one from a directory of its own (run dirs are named by the second they start).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    explicit, auto = side_by_side(
+        partial(pretrain, [*args, "trainer.max_steps=6", f"ckpt_path={last}"], elsewhere, cache),
+        partial(pretrain, [*args, "trainer.max_steps=6", "resume=auto"], tmp_path, cache),
+    )
+    assert_one_error_line(explicit, f"checkpoint {last} is corrupt (Bad CRC-32")
     assert auto.returncode == 0, auto.stderr[-3000:]
     assert f"resume=auto: passing over {last}: checkpoint {last} is corrupt" in auto.stderr
     assert f"Restoring states from the checkpoint path at {previous}" in auto.stdout + auto.stderr

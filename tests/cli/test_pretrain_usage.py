@@ -5,12 +5,13 @@ import os
 import shlex
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_pretrain import SMALL
+from test_pretrain import SMALL, side_by_side
 from test_pretrain_launch import minetrain_command
 
 from minetrain.data.synth import write_synthetic_dataset
@@ -64,9 +65,12 @@ def test_printed_resume_evaluate_and_export_run_as_pasted_elsewhere(first_run, t
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 6
 
-    evaluate = run(printed(second.stdout, "Evaluate"), tmp_path)
+    # Evaluating reads the checkpoints, exporting writes beside them: independent, so run at once.
+    evaluate, export = side_by_side(
+        partial(run, printed(second.stdout, "Evaluate"), tmp_path),
+        partial(run, printed(second.stdout, "Export"), tmp_path),
+    )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    export = run(printed(second.stdout, "Export"), tmp_path)
     assert export.returncode == 0, export.stderr[-3000:]
     assert (run_dir / "export" / "model.safetensors").is_file()
 
@@ -79,17 +83,22 @@ def test_a_run_prints_no_lightning_tips_or_deprecations(first_run):
 
 
 @pytest.mark.slow
-def test_ckpt_path_takes_checkpoint_names_with_equals_unquoted(first_run):
+def test_ckpt_path_takes_checkpoint_names_with_equals_unquoted_and_logger_none_trains(first_run):
+    """One run for two things: resuming from a relative checkpoint path holding ``=``, with no logger."""
     cwd, _ = first_run
     (run_dir,) = (cwd / "outputs" / "cmds").iterdir()
     name = "ckpt-epoch=0-step=3.ckpt"
     assert (run_dir / "checkpoints" / name).is_file()
     relative = run_dir.relative_to(cwd) / "checkpoints" / name
     result = pretrain(
-        ["data.dataset_dirs=[data]", *TINY, "trainer.max_steps=4", f"ckpt_path={relative}"], cwd
+        ["data.dataset_dirs=[data]", *TINY, "trainer.max_steps=4", f"ckpt_path={relative}", "logger=none"],
+        cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Restoring states from the checkpoint path" in result.stderr + result.stdout
+    (resumed_dir,) = set((cwd / "outputs" / "cmds").iterdir()) - {run_dir}
+    assert (resumed_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list(run_dir.rglob("metrics.csv")) and not list(resumed_dir.rglob("metrics.csv")), "csv, then none"
 
 
 @pytest.mark.parametrize("quote", ["", "'"])
@@ -102,15 +111,6 @@ def test_ckpt_path_value_with_equals_is_read_quoted_or_not(in_process, capsys, q
 def test_dataset_dirs_given_as_one_dir_is_a_list_of_one(in_process, capsys):
     assert in_process(["pretrain", "data.dataset_dirs=/data/set=1", "--cfg", "job"]) == 0
     assert "dataset_dirs:\n  - /data/set=1\n" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_logger_none_trains(tmp_path: Path, eval_dataset: Path):
-    result = pretrain(
-        [f"data.dataset_dirs=[{eval_dataset}]", *TINY, "trainer.max_steps=2", "logger=none"], tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert not list(tmp_path.rglob("metrics.csv"))
 
 
 @pytest.mark.parametrize("logger", ["tensorboard", "wandb"])

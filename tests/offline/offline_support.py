@@ -15,9 +15,10 @@ from torch import nn
 SCRIPT = Path(__file__).parent / "run_training.py"
 
 
-def launch(cfg: dict[str, Any]) -> subprocess.Popen:
-    """Start ``run_training.py`` with ``cfg`` in a fresh process (output captured)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+def launch(cfg: dict[str, Any], python_warnings: str = "ignore") -> subprocess.Popen:
+    """Start ``run_training.py`` with ``cfg`` in a fresh process (output captured); ``python_warnings``
+    is its ``PYTHONWARNINGS`` (``default`` shows each warning once)."""
+    env = {**os.environ, "PYTHONWARNINGS": python_warnings, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), json.dumps(cfg)],
         stdout=subprocess.PIPE,
@@ -33,10 +34,10 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     return process.returncode, output
 
 
-def run(cfg: dict[str, Any], timeout: float = 300) -> str:
+def run(cfg: dict[str, Any], timeout: float = 300, python_warnings: str = "ignore") -> str:
     """Run ``run_training.py`` to completion; fail with its output if it does not exit 0."""
     Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
-    code, output = finish(launch(cfg), timeout)
+    code, output = finish(launch(cfg, python_warnings), timeout)
     assert code == 0, output[-4000:]
     return output
 

@@ -23,6 +23,7 @@ import sys, torch
 from minetrain.offline.checkpoint_io import MineCheckpointIO
 io, path, i = MineCheckpointIO(), sys.argv[1], 0
 print("ready", flush=True)
+sys.stdin.readline()  # the go-ahead
 while True:
     i += 1
     io.save_checkpoint({"state_dict": {"w": torch.full((4_000_000,), float(i))}, "i": i}, path)
@@ -31,11 +32,20 @@ while True:
 
 def test_killed_writer_never_leaves_a_truncated_file(tmp_path: Path) -> None:
     target = tmp_path / "ckpt.ckpt"
-    for delay in (0.25, 0.6):
-        writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True
+    # Both writers start at once (start-up is most of their time); each writes when told, in turn.
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        for _ in range(2)
+    ]
+    for writer, delay in zip(writers, (0.25, 0.6), strict=True):
         assert writer.stdout.readline().strip() == "ready"
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
         time.sleep(delay)
         writer.send_signal(signal.SIGKILL)
         writer.wait()

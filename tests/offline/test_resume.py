@@ -48,38 +48,40 @@ def test_killed_and_resumed_run_matches_straight_run(tiny_dataset: Path, tmp_pat
     assert_same_state(load_final(straight / "final-rank0.pt"), load_final(killed / "final-rank0.pt"))
 
 
+# How the first run of a stopped-and-extended run ends: at its max_steps, or on a stop request.
+STOPS = {"max_steps": {"max_steps": 6}, "request": {"max_steps": 12, "stop_at_step": 6}}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "stop", [{"max_steps": 6}, {"max_steps": 12, "stop_at_step": 6}], ids=["max_steps", "request"]
-)
-def test_run_stopped_and_extended_matches_straight_run(
-    tiny_dataset: Path, tmp_path: Path, stop: dict[str, int]
-) -> None:
+def test_run_stopped_and_extended_matches_straight_run(tiny_dataset: Path, tmp_path: Path) -> None:
     """6 steps, then ``resume=auto``'s pick (the newest full checkpoint: ``last.ckpt``, written when
     training stopped at max_steps, or on a stop request as ``max_time`` makes) extended to 12 steps
-    == 12 steps straight, bitwise."""
+    == 12 steps straight, bitwise; for each way of stopping, against one straight run."""
     common = {"data": str(tiny_dataset), "save_freq": 4, "save_last": True}
-    straight, runs = tmp_path / "straight", tmp_path / "runs"
-    first, second = runs / "first", runs / "second"
-    for directory in (straight, first, second):
+    straight = tmp_path / "straight"
+    runs = {stop: (tmp_path / stop / "first", tmp_path / stop / "second") for stop in STOPS}
+    for directory in (straight, *(d for pair in runs.values() for d in pair)):
         directory.mkdir(parents=True)
-    both = [
-        launch({**common, "out": str(straight), "max_steps": 12}),
-        launch({**common, "out": str(first), **stop}),
-    ]
-    for process in both:
+    # The straight run and the first runs are independent: run them side by side, then the extensions.
+    firsts = {stop: launch({**common, "out": str(first), **STOPS[stop]}) for stop, (first, _) in runs.items()}
+    for process in [launch({**common, "out": str(straight), "max_steps": 12}), *firsts.values()]:
         code, output = finish(process)
         assert code == 0, output[-4000:]
 
-    checkpoint = latest_checkpoint(runs)
-    assert checkpoint == first / "checkpoints" / "last.ckpt"
-    run({**common, "out": str(second), "max_steps": 12, "ckpt_path": str(checkpoint)})
+    seconds = {}
+    for stop, (first, second) in runs.items():
+        checkpoint = latest_checkpoint(first.parent)
+        assert checkpoint == first / "checkpoints" / "last.ckpt", stop
+        seconds[stop] = launch({**common, "out": str(second), "max_steps": 12, "ckpt_path": str(checkpoint)})
+    for stop, process in seconds.items():
+        code, output = finish(process)
+        assert code == 0, (stop, output[-4000:])
 
     expected = read_batches(straight / "batches-rank0.jsonl")
-    assert (
-        read_batches(first / "batches-rank0.jsonl") + read_batches(second / "batches-rank0.jsonl") == expected
-    )
     assert [row["epoch"] for row in expected] == [0] * 12
-    losses = read_batches(first / "losses-rank0.jsonl") + read_batches(second / "losses-rank0.jsonl")
-    assert losses == read_batches(straight / "losses-rank0.jsonl")
-    assert_same_state(load_final(straight / "final-rank0.pt"), load_final(second / "final-rank0.pt"))
+    for stop, (first, second) in runs.items():
+        batches = read_batches(first / "batches-rank0.jsonl") + read_batches(second / "batches-rank0.jsonl")
+        assert batches == expected, stop
+        losses = read_batches(first / "losses-rank0.jsonl") + read_batches(second / "losses-rank0.jsonl")
+        assert losses == read_batches(straight / "losses-rank0.jsonl"), stop
+        assert_same_state(load_final(straight / "final-rank0.pt"), load_final(second / "final-rank0.pt"))
