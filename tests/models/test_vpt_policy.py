@@ -14,7 +14,7 @@ from minetrain.models import build_policy
 from minetrain.models.heads import ActionHeads
 from minetrain.models.vpt import VPTPolicy, load_vpt_policy
 from minetrain.models.vpt.formats import config_from_json, reference_hub_config
-from minetrain.models.vpt.impala import DownStack, FanInConv, MaxPoolCompactIndices
+from minetrain.models.vpt.impala import DownStack, FanInConv, MaxPoolCompactIndices, ResidualBlock
 
 TOL = 1e-5
 TINY = {
@@ -222,11 +222,12 @@ def test_reference_hub_config_round_trips(tiny):
     assert config_from_json(hub, "hub") == {k: v for k, v in tiny.config.items() if v is not None}
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_max_pool_compact_indices_equals_max_pool(dtype):
+def test_max_pool_compact_indices_equals_max_pool(dtype, memory_format):
     torch.manual_seed(0)
     # After a ReLU: many ties at zero, where the choice of maximum matters.
-    x = torch.relu(torch.randn(2, 3, 9, 10)).to(dtype).requires_grad_()
+    x = torch.relu(torch.randn(2, 3, 9, 10)).to(dtype, memory_format=memory_format).requires_grad_()
     y = x.detach().clone().requires_grad_()
     grad = torch.randn(2, 3, 5, 5).to(dtype)
     ours = MaxPoolCompactIndices.apply(x)
@@ -235,6 +236,44 @@ def test_max_pool_compact_indices_equals_max_pool(dtype):
     ours.backward(grad)
     plain.backward(grad)
     assert torch.equal(x.grad, y.grad)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_image_encoder_runs_channels_last_end_to_end(tiny, training):
+    # Convolutions are 1.4-1.5x faster channels-last than NCHW on CPU at VPT's shapes: one
+    # contiguous() between the frames and the flatten would silently give that up.
+    layers = []
+
+    def channels_last(module, args, output):
+        for x in (args[0], output):
+            assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        layers.append(module)
+
+    cnn = tiny.net.img_process.cnn
+    for module in cnn.modules():
+        if isinstance(module, FanInConv | ResidualBlock | DownStack | torch.nn.GroupNorm):
+            module.register_forward_hook(channels_last)
+    tiny.train(training)
+    with torch.set_grad_enabled(training):
+        tiny({"image": frames(2, 8)})
+    # Per stack: itself, its first conv, post-pool GroupNorm, 2 blocks of 2 convs; unfused (eval)
+    # also the convs' own GroupNorms (all but the first stack's first conv have one).
+    assert len(layers) == 3 * 9 + (0 if training else 14)
+
+
+def test_conv_weights_stay_channels_last_through_save_and_load(tiny, tmp_path):
+    # Published .weights and our safetensors hold plain (NCHW) tensors; loading copies them into the
+    # channels-last parameters, and saving writes the same values under the same keys.
+    published = {key: value.contiguous() for key, value in tiny.state_dict().items()}
+    torch.manual_seed(1)
+    fresh = VPTPolicy(**TINY)
+    fresh.load_state_dict(published)
+    tiny.save_pretrained(tmp_path / "saved")
+    for policy in (fresh, VPTPolicy.from_pretrained(tmp_path / "saved")):
+        for key, value in policy.state_dict().items():
+            assert torch.equal(value, published[key]), key
+            if key.startswith("net.img_process.cnn.") and value.ndim == 4:
+                assert value.is_contiguous(memory_format=torch.channels_last), key
 
 
 def test_checkpoint_with_objects_needs_weights_only_false(tiny, tmp_path):
