@@ -119,9 +119,11 @@ class RawDataset(Dataset):
         self.enable_video_aug = enable_video_aug
         self.image_format = check_image_format(image_format)
         self.stored_size: tuple[int, int] | None = None
+        # The records batches carry, in MODALITY_SPECS order (which does not depend on stored_size).
+        self._batched = [spec for spec in MODALITY_SPECS.values() if spec.batched(self.batch_params(1))]
         self.store = TrajectoryStore(
             dataset_dirs,
-            modalities=[name for name, spec in MODALITY_SPECS.items() if spec.batched(self.batch_params(1))],
+            modalities=[spec.name for spec in self._batched],
             decode_threads=decode_threads,
             resize_interpolation=resize_interpolation,
             image_format=image_format,
@@ -367,11 +369,6 @@ class RawDataset(Dataset):
     @functools.cached_property
     def _fields(self) -> dict[str, Field]:
         return batch_fields(self._window_params)
-
-    @functools.cached_property
-    def _batched(self) -> list:
-        """The modality records batches carry, in ``MODALITY_SPECS`` order."""
-        return [spec for spec in MODALITY_SPECS.values() if spec.batched(self._window_params)]
 
 
 def _pop(item: dict[str, Any], name: str) -> Any:

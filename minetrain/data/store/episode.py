@@ -20,7 +20,7 @@ class Episode:
     def __init__(self, name: str, **modalities: Any) -> None:
         if not isinstance(name, str) or not name:
             raise DataError(f"episode name must be a non-empty string, got {name!r}")
-        self._frames: dict[str, int] = {}
+        self._length = 0  # frames of every modality held
         unknown = [m for m in modalities if m not in MODALITY_SPECS]
         if unknown:
             raise DataError(
@@ -40,14 +40,14 @@ class Episode:
             value, frames = MODALITY_SPECS[modality].validate(value)
         except DataError as exc:
             raise DataError(f"episode {self.name}: {exc}") from None
-        others = {m: self._frames[m] for m in self._values if m != modality}
-        if any(n != frames for n in others.values()):
-            detail = ", ".join(f"{m}={n}" for m, n in {**others, modality: frames}.items())
+        others = [m for m in self._values if m != modality]
+        if others and frames != self._length:
+            detail = ", ".join([*(f"{m}={self._length}" for m in others), f"{modality}={frames}"])
             raise DataError(f"episode {self.name}: modalities have different numbers of frames ({detail})")
         if frames <= 0:
             raise DataError(f"episode {self.name}: has no frames")
         self._values[modality] = value
-        self._frames[modality] = frames
+        self._length = frames
 
     def __setattr__(self, name: str, value: Any) -> None:
         # ``episode.image = frames`` replaces a modality as the constructor would take it.
@@ -55,7 +55,6 @@ class Episode:
             super().__setattr__(name, value)
         elif value is None:
             self._values.pop(name, None)
-            self._frames.pop(name, None)
         else:
             self._put(name, value)
 
@@ -69,7 +68,7 @@ class Episode:
 
     @property
     def num_frames(self) -> int:
-        return next(iter(self._frames.values()), 0)
+        return self._length if self._values else 0
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -118,19 +118,14 @@ def env_action_rows(action: dict[str, np.ndarray], length: int, where: str) -> d
     return rows
 
 
-def _previous_actions(window: WindowRead, where: str) -> dict[str, np.ndarray]:
-    """For every kept frame t, the aggregate of the frames [t - k, t) of the episode; zero at t = 0."""
-    k, length = window.stride, window.params.win_len
+def _previous_actions(window: WindowRead, previous: dict[str, np.ndarray], where: str) -> None:
+    """Into ``previous`` (the window's zero padding): for every kept frame t, the aggregate of the
+    frames [t - k, t) of the episode; frame 0 keeps its zeros."""
+    k = window.stride
     kept = window.start + k * np.arange(window.real)
-    since = kept[kept > 0]  # frame 0 has no previous action
-    previous = {
-        key: np.zeros((length, 2), dtype=np.float32)
-        if key == CAMERA_KEY
-        else np.zeros(length, dtype=np.int64)
-        for key in ENV_KEYS
-    }
+    since = kept[kept > 0]
     if not len(since):
-        return previous
+        return
     lo = max(0, int(since[0]) - k)
     action = window.read("action", lo, int(since[-1]))
     if k > 1:
@@ -138,7 +133,6 @@ def _previous_actions(window: WindowRead, where: str) -> dict[str, np.ndarray]:
     rows = env_action_rows(action, len(since), where)
     for key, value in rows.items():
         previous[key][window.real - len(since) : window.real] = value
-    return previous
 
 
 def _read(window: WindowRead, fields: dict[str, Any]) -> None:
@@ -146,7 +140,7 @@ def _read(window: WindowRead, fields: dict[str, Any]) -> None:
     action = aggregate_actions(window.read("action"), window.stride)
     fields["env_action"] = env_action_rows(action, window.params.win_len, where)
     if window.params.enable_prev_action:
-        fields["env_prev_action"] = _previous_actions(window, where)
+        _previous_actions(window, fields["env_prev_action"], where)
 
 
 def _agent_action(env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
