@@ -339,3 +339,34 @@ def test_down_stack_under_bf16_autocast_has_the_modules_gradients(monkeypatch):
         results.append([out, *(p.grad for p in stack.parameters())])
     for ours, plain in zip(*results, strict=True):
         assert torch.equal(ours, plain)
+
+
+def test_compiled_image_encoder_trains_like_the_eager_one():
+    """``model.compile`` on a VPT: the encoder compiles (aot_eager traces forward and backward as
+    inductor does), two windows with memory carried give the eager losses and gradients, and the
+    parameter names stay those of the published weights."""
+    from torch._dynamo.utils import counters
+
+    from minetrain.models.compiled import compile_policy
+
+    torch.manual_seed(0)
+    eager = VPTPolicy(**TINY).train()
+    compiled = VPTPolicy(**TINY).train()
+    compiled.load_state_dict(eager.state_dict())
+    counters.clear()
+    compile_policy(compiled, "aot_eager")
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    losses = {}
+    for name, model in (("eager", eager), ("compiled", compiled)):
+        memory, losses[name] = None, []
+        for seed in range(2):
+            out, memory = model({"image": frames(2, 8, seed)}, memory)
+            loss = out["pi_logits"]["buttons"].logsumexp(-1).sum() + out["vpred"].sum()
+            loss.backward()
+            losses[name].append(loss.item())
+    assert counters["stats"]["unique_graphs"] >= 1, "the image encoder was not compiled"
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=TOL)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=TOL, atol=1e-6, msg=name)

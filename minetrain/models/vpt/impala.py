@@ -309,9 +309,10 @@ class ImpalaCNN(nn.Module):
         recompute = self.checkpoint_stacks and torch.is_grad_enabled()
         for stack in self.stacks:
             x = checkpoint(stack, x, use_reentrant=False) if recompute else stack(x)
-        # Flattened in (C, H, W) order, as the published dense weights expect: flatten copies the
-        # channels-last activations into that order.
-        return self.dense(x.flatten(1))
+        # Flattened in (C, H, W) order, as the published dense weights expect: one copy of the
+        # channels-last activations into that order. A stated copy, not ``flatten``'s implicit one: a
+        # compiled graph would take a view there (torch's shape rules give GroupNorm an NCHW output).
+        return self.dense(x.clone(memory_format=torch.contiguous_format).flatten(1))
 
 
 class ImageEncoder(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,10 @@ class VPTPolicy(StepActing, nn.Module):
     """
 
     policy_name = "vpt"
+    # What ``model.compile`` compiles (``minetrain.models.compiled``): the image encoder, nine tenths
+    # of the forward's time. The recurrence stays eager: its memory grows over the first windows,
+    # and each new length would be a new graph.
+    compile_parts: ClassVar[tuple[str, ...]] = ("net.img_process",)
 
     def __init__(
         self,
