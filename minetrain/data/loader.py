@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -137,18 +138,24 @@ class _ReclaimingSampler:
     arrives before the markers: the rest of a pass cut short, whose slots no one will unpack. Only
     then does it ask for the new pass's first index, so at that moment no batch is in flight and a
     slot still FILLING is one of the dropped batches'.
+
+    It refers to its loader weakly: the loader's persistent iterator holds this sampler, and a strong
+    reference back would make a cycle that keeps the workers (and their shared memory) alive after
+    the last reference to the loader is dropped, until the garbage collector happens to run.
     """
 
     def __init__(self, sampler: Any, loader: WindowLoader) -> None:
         self.sampler = sampler
-        self.loader = loader
+        self.loader = weakref.ref(loader)
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[Any]:
-        if self.loader.batch_ring is not None:
-            self.loader.batch_ring.reclaim_undelivered()
+        loader = self.loader()
+        if loader is not None and loader.batch_ring is not None:
+            loader.batch_ring.reclaim_undelivered()
+        del loader
         yield from self.sampler
 
 

@@ -2,6 +2,7 @@
 
 import gc
 import math
+import multiprocessing
 import threading
 
 import pytest
@@ -117,6 +118,24 @@ def test_shared_memory_is_given_back_when_iteration_stops(dataset_dir, ring):
     assert held() > idle
     del kept
     assert held() == idle
+
+
+def test_dropping_the_loader_stops_its_persistent_workers_without_a_gc_pass(dataset_dir):
+    """No reference cycle keeps a dropped loader's workers and ring alive until the collector runs."""
+    module = make_module(dataset_dir, workers=2)
+    loader = module.train_dataloader()
+    gc.collect()
+    baseline = shared_memory_held(process_tree())
+    gc.disable()
+    try:
+        for _ in loader:  # exhausted: the persistent workers stay, with the ring
+            pass
+        assert len(multiprocessing.active_children()) == 2
+        del loader, module, _
+        assert multiprocessing.active_children() == []
+        assert shared_memory_held(process_tree()) < baseline
+    finally:
+        gc.enable()
 
 
 def test_a_pass_cut_short_keeps_its_workers_and_frees_the_slots_of_the_dropped_batches(dataset_dir):
