@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from minetrain.errors import DataError
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 HOTBAR_KEYS: tuple[str, ...] = tuple(f"hotbar.{i}" for i in range(1, 10))
 BUTTONS: tuple[str, ...] = (
@@ -81,41 +84,48 @@ NUM_BUTTON_CLASSES = INVENTORY_CLASS + 1
 NULL_BUTTON_CLASS = 0
 
 
+def _is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch: no value can be one before torch is
+    imported, so the data side (stores, converters, ``minetrain data``) never loads it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def _xp(x: Array) -> Any:
-    return torch if isinstance(x, torch.Tensor) else np
+    return sys.modules["torch"] if _is_tensor(x) else np
 
 
 def _coerce(value: Any, like: Array) -> Array:
     """Brings ``value`` to the array kind (and torch device) of ``like``."""
-    if isinstance(like, torch.Tensor):
-        return torch.as_tensor(value, device=like.device)
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(like):
+        return sys.modules["torch"].as_tensor(value, device=like.device)
+    if _is_tensor(value):
         return value.detach().cpu().numpy()
     return np.asarray(value)
 
 
 def _as_int64(x: Array) -> Array:
-    return x.to(torch.int64) if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.int64)
+    return x.long() if _is_tensor(x) else np.asarray(x, dtype=np.int64)
 
 
 def _as_float64(x: Array) -> Array:
-    return x.to(torch.float64) if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    return x.double() if _is_tensor(x) else np.asarray(x, dtype=np.float64)
 
 
 def _is_float(x: Array) -> bool:
-    return x.is_floating_point() if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.floating)
+    return x.is_floating_point() if _is_tensor(x) else np.issubdtype(x.dtype, np.floating)
 
 
 def _is_int(x: Array) -> bool:
-    if isinstance(x, torch.Tensor):
-        return not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    if _is_tensor(x):
+        return not x.is_floating_point() and not x.is_complex() and x.dtype != sys.modules["torch"].bool
     return np.issubdtype(x.dtype, np.integer)
 
 
 def _check_range(x: Array, upper: int, what: str) -> None:
     if not _is_int(x):
         raise DataError(f"{what} must hold integers, got dtype {x.dtype}")
-    empty = x.numel() == 0 if isinstance(x, torch.Tensor) else x.size == 0
+    empty = x.numel() == 0 if _is_tensor(x) else x.size == 0
     if not empty:
         low, high = int(x.min()), int(x.max())
         if low < 0 or high >= upper:
@@ -128,7 +138,7 @@ def quantize_camera(degrees: Array) -> Array:
     The float steps keep the input's precision until the division by log(1 + mu), as the
     reference does, so values next to a bin edge fall in the same bin.
     """
-    degrees = degrees if isinstance(degrees, torch.Tensor) else np.asarray(degrees)
+    degrees = degrees if _is_tensor(degrees) else np.asarray(degrees)
     xp = _xp(degrees)
     x = degrees if _is_float(degrees) else _as_float64(degrees)
     if bool(xp.isnan(x).any()):
@@ -168,20 +178,22 @@ for _table in (_CAMERA_DEGREES, _BUTTON_PRESSED, _BUTTON_CAMERA_OFF):
 @functools.lru_cache(maxsize=8)
 def _torch_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The look-up tables as tensors, built once per device."""
+    import torch
+
     return tuple(
         torch.tensor(t, device=device) for t in (_CAMERA_DEGREES, _BUTTON_PRESSED, _BUTTON_CAMERA_OFF)
     )
 
 
 def _tables(like: Array) -> tuple[Array, Array, Array]:
-    if isinstance(like, torch.Tensor):
+    if _is_tensor(like):
         return _torch_tables(like.device)
     return _CAMERA_DEGREES, _BUTTON_PRESSED, _BUTTON_CAMERA_OFF
 
 
 def dequantize_camera(bins: Array) -> Array:
     """Degrees (float64) at the centre of each mu-law camera bin in [0, 11)."""
-    bins = bins if isinstance(bins, torch.Tensor) else np.asarray(bins)
+    bins = bins if _is_tensor(bins) else np.asarray(bins)
     _check_range(bins, CAMERA_BINS_PER_AXIS, "camera bins")
     return _tables(bins)[0][_as_int64(bins)]
 
@@ -203,7 +215,7 @@ def _read_env(env: Mapping[str, Any]) -> tuple[Array, dict[str, Array]]:
     if missing:
         raise DataError(f"env action is missing key(s) {', '.join(missing)}; it needs {', '.join(ENV_KEYS)}")
     camera = env[CAMERA_KEY]
-    camera = camera if isinstance(camera, torch.Tensor) else _coerce(camera, np.empty(0))
+    camera = camera if _is_tensor(camera) else _coerce(camera, np.empty(0))
     if camera.ndim == 0 or camera.shape[-1] != 2:
         raise DataError(f"env action key 'camera' has shape {tuple(camera.shape)}; expected (..., 2)")
     shape = tuple(camera.shape[:-1])
@@ -261,7 +273,7 @@ def agent_to_env(agent: Mapping[str, Any]) -> dict[str, Array]:
     if missing:
         raise DataError(f"agent action is missing key(s) {', '.join(missing)}; it needs buttons and camera")
     buttons = agent["buttons"]
-    buttons = buttons if isinstance(buttons, torch.Tensor) else _coerce(buttons, np.empty(0))
+    buttons = buttons if _is_tensor(buttons) else _coerce(buttons, np.empty(0))
     camera = _coerce(agent["camera"], buttons)
     if tuple(buttons.shape) != tuple(camera.shape):
         raise DataError(

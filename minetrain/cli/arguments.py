@@ -17,8 +17,6 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an int no smaller than ``minimum``."""
@@ -53,6 +51,8 @@ def frame_size(text: str) -> tuple[int, int]:
 
 
 def device(text: str) -> str:
+    import torch  # only the commands that take a device need it; ``minetrain data`` does not
+
     try:
         torch.device(text)
     except RuntimeError:

@@ -195,3 +195,23 @@ def test_console_script_runs(tmp_path):
         [*script.split(), "data", "verify", str(tmp_path / "missing")], capture_output=True, text=True
     )
     assert result.returncode == 1 and "does not exist" in result.stdout
+
+
+def test_data_commands_do_not_import_torch(dataset):
+    """The store, the converters and ``minetrain data`` read with numpy and PyAV: starting them does
+    not pay torch's import (most of a second and a half here)."""
+    probe = (
+        "import sys\n"
+        "from minetrain.cli.main import main\n"
+        "for argv in (['inspect', DATA], ['verify', DATA], ['episodes', DATA], ['convert', '--help']):\n"
+        "    sys.argv = ['minetrain', 'data', *argv]\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit as exit:\n"
+        "        assert not exit.code, (argv, exit.code)\n"
+        "import minetrain.data.store, minetrain.data.convert, minetrain.actions\n"
+        "print('torch' in sys.modules)\n"
+    ).replace("DATA", repr(str(dataset)))
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False"

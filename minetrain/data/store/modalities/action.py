@@ -9,15 +9,17 @@ to the episode, zero at its first frame).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from minetrain.actions import BUTTONS, CAMERA_KEY, ENV_KEYS, env_to_agent
 from minetrain.data.store.modalities.base import BatchParams, Field, Modality, SyntheticEpisode, WindowRead
 from minetrain.data.store.safe_pickle import load_pickle
 from minetrain.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _row_counts(value: Any) -> dict[str, int]:
@@ -145,6 +147,8 @@ def _read(window: WindowRead, fields: dict[str, Any]) -> None:
 
 def _agent_action(env: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # On the numpy views: small torch ops cost a dispatcher round trip each.
+    import torch  # batches are tensors; the store's other uses need no torch
+
     agent = env_to_agent({key: value.numpy() for key, value in env.items()})
     return {key: torch.from_numpy(value) for key, value in agent.items()}
 

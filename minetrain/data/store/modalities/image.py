@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from minetrain.data.store.codecs import decode_video
 from minetrain.data.store.modalities.base import BatchParams, Field, Modality, SyntheticEpisode
@@ -38,6 +37,8 @@ def _fields(p: BatchParams) -> dict[str, Field]:
 
 def _finish(batch: dict[str, Any], p: BatchParams) -> None:
     if p.stored_size is not None:
+        import torch  # batches are tensors; the store's other uses need no torch
+
         batch["frame_size"] = torch.tensor([(p.frame_height, p.frame_width)] * len(batch["image"]))
 
 
