@@ -11,9 +11,12 @@ first child and loaded by ours) and see the same synthetic frames and actions, s
 loss must agree; it is printed. Each measurement runs in its own child process (peak RSS per
 child); repetitions alternate between the libraries and the figures are medians with ranges.
 Rates come from process CPU time at a fixed thread count (default 1): on a shared machine wall
-time mostly measures the neighbours; wall-clock rates are printed too. Memory is reported twice:
-whole-process peak RSS, and the step's own memory (peak RSS minus the RSS after imports: what a
-GPU's peak allocation counts: parameters, gradients, optimizer state, activations).
+time mostly measures the neighbours; wall-clock rates are printed too. Memory is reported three
+times: whole-process peak RSS; the step's own memory (peak RSS minus the RSS after imports: what a
+GPU's peak allocation counts: parameters, gradients, optimizer state, activations); and the peak of
+torch's live tensor bytes over one more (untimed) step, from the profiler's allocation records: what
+``torch.cuda.max_memory_allocated`` counts on a GPU, without the host allocator's retention and
+fragmentation that RSS also holds.
 
     python benchmarks/bench_vpt.py [--reps 3] [--steps 3] [--threads 1] [--precision bf16-mixed] [--quick]
 """
@@ -25,6 +28,7 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from common import REFERENCE_PYTHON, Clock, peak_rss_mb, rss_mb, run_child
@@ -54,7 +58,7 @@ QUICK_CONFIG["attention_memory_size"] = 12
 REFERENCE_ONLY = {"recurrence_type": "transformer", "attention_mask_style": "clipped_causal"}
 TEMPERATURE = 2.0
 BATCH = 2
-KEYS = ("steps_per_cpu_s", "steps_per_wall_s", "peak_rss_mb", "step_memory_mb")
+KEYS = ("steps_per_cpu_s", "steps_per_wall_s", "peak_rss_mb", "step_memory_mb", "tensor_peak_mb")
 LR, WEIGHT_DECAY = 4e-5, 0.000181  # MineStudio's vpt_raw_config
 
 
@@ -117,12 +121,35 @@ def _detach(memory):
     return type(memory)(_detach(m) for m in memory)
 
 
+def tensor_peak_mb(step: Callable[[], None], held: list) -> float:
+    """Peak MB of live tensors while ``step`` runs: the storages of ``held`` (alive before it: the
+    parameters and optimizer state), plus the running sum of torch's allocations and frees during it,
+    in the order the profiler recorded them (per op, so a temporary inside one op is not seen)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # An op's own allocations net of its frees, its children's apart; "[memory]" records are the
+    # allocations and frees made outside any op (a tensor dropped by Python).
+    changes = sorted(
+        (e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+        for e in prof.events()
+    )
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return (sum(storages.values()) + peak) / 2**20
+
+
 def measure(impl: str, config: dict, steps: int, threads: int, precision: str, weights: str | None) -> dict:
-    """Run in a child process: warm-up step, then ``steps`` timed training steps.
+    """Run in a child process: warm-up step, then ``steps`` timed training steps, then one profiled step.
 
     ``step_memory_mb`` is what a GPU's peak allocation would count: the training step's own memory
     (parameters, gradients, optimizer state, activations), as peak RSS minus the RSS once torch and
-    the library are imported, before the model is built."""
+    the library are imported, before the model is built. ``tensor_peak_mb`` counts the same from
+    torch's own allocation records, over the profiled step."""
     import torch
 
     torch.set_num_threads(threads)
@@ -131,27 +158,35 @@ def measure(impl: str, config: dict, steps: int, threads: int, precision: str, w
     rss_imported = rss_mb()
     model = _build(impl, config, weights).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    batches = [_batch(config, seed) for seed in range(steps + 1)]
+    batches = [_batch(config, seed) for seed in range(steps + 2)]
     memory = None
     losses = []
-    clock = Clock()
-    for i, batch in enumerate(batches):
-        with clock if i else Clock():  # the first step is a warm-up
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
-                latents, memory = model(batch, memory)
-                loss = objective(batch, latents, model)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            memory = _detach(memory)
+
+    def step(batch: dict) -> None:
+        nonlocal memory
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            latents, memory = model(batch, memory)
+            loss = objective(batch, latents, model)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        memory = _detach(memory)
         losses.append(loss.item())
+
+    clock = Clock()
+    for i, batch in enumerate(batches[:-1]):
+        with clock if i else Clock():  # the first step is a warm-up
+            step(batch)
     peak = peak_rss_mb()
+    state = [value for per_param in optimizer.state.values() for value in per_param.values()]
+    held = [*model.parameters(), *(value for value in state if torch.is_tensor(value))]
     return {
         "steps_per_cpu_s": steps / clock.cpu,
         "steps_per_wall_s": steps / clock.wall,
         "peak_rss_mb": peak,
         "step_memory_mb": peak - rss_imported,
-        "losses": losses,
+        "tensor_peak_mb": tensor_peak_mb(lambda: step(batches[-1]), held),
+        "losses": losses[:-1],
         "params": sum(p.numel() for p in model.parameters()),
     }
 
@@ -229,6 +264,7 @@ def main() -> None:
             f"{_summary(figures[name]['steps_per_wall_s'], '.3f')} steps/wall-s, "
             f"peak RSS {_summary(figures[name]['peak_rss_mb'], '.0f')} MB "
             f"(step's own {_summary(figures[name]['step_memory_mb'], '.0f')} MB), "
+            f"peak live tensors {_summary(figures[name]['tensor_peak_mb'], '.0f')} MB, "
             f"{results[0]['params']:,} params, first-step loss {results[0]['losses'][0]:.6f}"
         )
     if reference:
@@ -241,7 +277,8 @@ def main() -> None:
             f"     ratio: steps/CPU-s x{_summary(ratios['steps_per_cpu_s'], '.2f')}, "
             f"steps/wall-s x{_summary(ratios['steps_per_wall_s'], '.2f')}, "
             f"peak RSS x{_summary(ratios['peak_rss_mb'], '.2f')}, "
-            f"step memory x{_summary(ratios['step_memory_mb'], '.2f')} "
+            f"step memory x{_summary(ratios['step_memory_mb'], '.2f')}, "
+            f"live tensors x{_summary(ratios['tensor_peak_mb'], '.2f')} "
             "(speed: >1 is faster; memory: <1 is smaller; per repetition, paired)"
         )
     if args.json:

@@ -9,8 +9,9 @@ its venv exists, /tmp/reference-venv):
 - end-to-end Lightning training steps/s and peak memory (``bench_train``), small config, in two
   settings: A, 1 torch thread and 2 loader workers (the model's own speed); B, what a user gets
   without tuning: torch's default threads (every core) and ``num_workers=0``;
-- the VPT fine-tuning step (``bench_vpt``): steps/CPU-s, peak RSS and the step's own memory, both
-  libraries from the same initial weights on the same frames, fp32, 1 thread.
+- the VPT fine-tuning step (``bench_vpt``): steps/CPU-s, peak RSS, the step's own memory and its
+  peak of live tensors, both libraries from the same initial weights on the same frames, fp32, 1
+  thread.
 
 Implementations alternate within each repetition (same machine load), and which one goes first
 alternates between repetitions. Medians over repetitions are reported with their ranges; the ratio
@@ -101,6 +102,7 @@ ROWS = [
     ("vpt_train", "vpt", "VPT fine-tune step (1 thread)", "steps/CPU-s", True),
     ("vpt_rss", "vpt", "VPT fine-tune step peak RSS", "MB", False),
     ("vpt_step_memory", "vpt", "VPT step's own memory (peak RSS - RSS after imports)", "MB", False),
+    ("vpt_tensor_peak", "vpt", "VPT step's peak of live tensors (torch's allocations)", "MB", False),
 ]
 # What each measurement's child returns -> the keys above.
 FIGURES = {
@@ -118,7 +120,12 @@ FIGURES = {
         "train_rss": "trainer_peak_rss_mb",
     },
     "train_defaults": {"train_default_wall": "steps_per_wall_s", "train_default_cpu": "steps_per_cpu_s"},
-    "vpt": {"vpt_train": "steps_per_cpu_s", "vpt_rss": "peak_rss_mb", "vpt_step_memory": "step_memory_mb"},
+    "vpt": {
+        "vpt_train": "steps_per_cpu_s",
+        "vpt_rss": "peak_rss_mb",
+        "vpt_step_memory": "step_memory_mb",
+        "vpt_tensor_peak": "tensor_peak_mb",
+    },
 }
 
 
