@@ -59,7 +59,9 @@ class MineLightning(L.LightningModule):
     """Offline training of ``mine_policy`` on the summed losses of objective callbacks.
 
     - AdamW with weight decay on every parameter (as the reference; ``weight_decay_matrices_only=True``
-      decays weight matrices only, see ``minetrain.offline.optim``), linear warmup over
+      decays weight matrices only, see ``minetrain.offline.optim``; ``fused_adamw=True`` runs torch's
+      fused AdamW kernel, one pass per parameter instead of one per operation: the same update up to
+      float rounding, about 4x faster on CPU for 16M parameters), linear warmup over
       ``warmup_steps`` (step 0 at ``1 / warmup_steps`` of the rate) then a constant rate, or a cosine
       decay with ``lr_schedule="cosine"``.
     - The policy's recurrent memory is carried per batch slot from batch to batch and detached in
@@ -89,6 +91,7 @@ class MineLightning(L.LightningModule):
         min_lr_ratio: float = 0.0,
         seed: int | None = None,
         weight_decay_matrices_only: bool = False,
+        fused_adamw: bool = False,
     ) -> None:
         super().__init__()
         objectives = list(callbacks)
@@ -122,6 +125,9 @@ class MineLightning(L.LightningModule):
         self.lr_schedule = lr_schedule
         self.min_lr_ratio = min_lr_ratio
         self.weight_decay_matrices_only = bool(weight_decay_matrices_only)
+        if not isinstance(fused_adamw, bool):
+            raise ConfigError(f"MineLightning fused_adamw={fused_adamw!r}; expected true or false")
+        self.fused_adamw = fused_adamw
         self.seed = default_seed() if seed is None else int(seed)
         self.slot_memory = {stage: SlotMemory() for stage in STAGES}
         # Episodes of the windows this rank skipped for bad data in the current epoch; counts over the fit.
@@ -134,6 +140,7 @@ class MineLightning(L.LightningModule):
             "lr_schedule": lr_schedule,
             "min_lr_ratio": min_lr_ratio,
             "weight_decay_matrices_only": self.weight_decay_matrices_only,
+            "fused_adamw": fused_adamw,
             "log_freq": log_freq,
             "objectives": {
                 name: {"class": type(obj).__name__, **_plain_attributes(obj)}
@@ -330,6 +337,7 @@ class MineLightning(L.LightningModule):
         optimizer = torch.optim.AdamW(
             param_groups(self.mine_policy, self.weight_decay, self.weight_decay_matrices_only),
             lr=self.learning_rate,
+            fused=self.fused_adamw or None,
         )
         total = self.trainer.estimated_stepping_batches if self.lr_schedule == "cosine" else 0
         scheduler = build_scheduler(
@@ -373,6 +381,10 @@ class MineLightning(L.LightningModule):
                 f"checkpoint {path} was trained with weight_decay_matrices_only={was}; resume with the same "
                 f"setting (optim.weight_decay_matrices_only={str(was).lower()})"
             )
+        # The kernel is this run's choice, not the checkpoint's: torch would restore the saved groups'
+        # flag with the state (same state either way).
+        for group in checkpoint["optimizer_states"][0]["param_groups"]:
+            group["fused"] = self.fused_adamw or None
         saved = checkpoint.get(STATE_KEY)
         if saved is None:
             rank_zero_warn(f"checkpoint {path} has no recurrent memory state; training memory starts empty")

@@ -52,6 +52,7 @@ def test_rocket1_has_every_seed_value():
     # The reference's loss scale, weight decay on every parameter and EMA start.
     assert cfg.objective_weight == 0.01 and cfg.objective_reduction == "sum"
     assert cfg.optim.weight_decay_matrices_only is False
+    assert cfg.optim.fused_adamw is False  # the reference's multi-tensor AdamW
     trainer = cfg.trainer
     assert (trainer.devices, trainer.precision, trainer.strategy) == (
         8,
