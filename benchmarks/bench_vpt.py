@@ -19,6 +19,7 @@ torch's live tensor bytes over one more (untimed) step, from the profiler's allo
 fragmentation that RSS also holds.
 
     python benchmarks/bench_vpt.py [--reps 3] [--steps 3] [--threads 1] [--precision bf16-mixed] [--quick]
+        [--fused-adamw]
 """
 
 from __future__ import annotations
@@ -143,7 +144,15 @@ def tensor_peak_mb(step: Callable[[], None], held: list) -> float:
     return (sum(storages.values()) + peak) / 2**20
 
 
-def measure(impl: str, config: dict, steps: int, threads: int, precision: str, weights: str | None) -> dict:
+def measure(
+    impl: str,
+    config: dict,
+    steps: int,
+    threads: int,
+    precision: str,
+    weights: str | None,
+    fused_adamw: bool = False,
+) -> dict:
     """Run in a child process: warm-up step, then ``steps`` timed training steps, then one profiled step.
 
     ``step_memory_mb`` is what a GPU's peak allocation would count: the training step's own memory
@@ -157,7 +166,9 @@ def measure(impl: str, config: dict, steps: int, threads: int, precision: str, w
     _build(impl, QUICK_CONFIG, None)  # imports the policy's modules before the baseline
     rss_imported = rss_mb()
     model = _build(impl, config, weights).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    # minetrain's optim.fused_adamw=true (opt-in) where asked; the reference has no such setting.
+    fused = fused_adamw and impl == "ours"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, fused=fused or None)
     batches = [_batch(config, seed) for seed in range(steps + 2)]
     memory = None
     losses = []
@@ -200,6 +211,7 @@ def _save_reference_weights(config: dict, path: str) -> None:
 def _child(python: Path | str, impl: str, args: argparse.Namespace, weights: str | None) -> dict:
     cmd = ["--child", impl, "--steps", str(args.steps), "--threads", str(args.threads)]
     cmd += ["--precision", args.precision] + (["--quick"] if args.quick else [])
+    cmd += ["--fused-adamw"] if args.fused_adamw else []
     cmd += ["--weights", weights] if weights else []
     return run_child(python, __file__, cmd, f"{impl} VPT benchmark")
 
@@ -222,6 +234,9 @@ def main() -> None:
         "--quick", action="store_true", help="a tiny model, one repetition: checks the script runs"
     )
     parser.add_argument("--no-reference", action="store_true", help="measure minetrain only")
+    parser.add_argument(
+        "--fused-adamw", action="store_true", help="minetrain with optim.fused_adamw=true (opt-in)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
@@ -233,7 +248,19 @@ def main() -> None:
         print(json.dumps(None))
         return
     if args.child:
-        print(json.dumps(measure(args.child, config, args.steps, args.threads, args.precision, args.weights)))
+        print(
+            json.dumps(
+                measure(
+                    args.child,
+                    config,
+                    args.steps,
+                    args.threads,
+                    args.precision,
+                    args.weights,
+                    args.fused_adamw,
+                )
+            )
+        )
         return
     if args.quick:
         args.reps, args.steps = 1, 1
@@ -241,6 +268,7 @@ def main() -> None:
     print(
         f"VPT config {config}, batch {BATCH} x {config['timesteps']} frames, AdamW, CPU, "
         f"{args.threads} thread(s), precision {args.precision}, {args.reps} x {args.steps} steps"
+        + (", minetrain with fused AdamW" if args.fused_adamw else "")
     )
     reference = REFERENCE_PYTHON.exists() and not args.no_reference
     runs: dict[str, list[dict]] = {"minetrain": [], **({"reference": []} if reference else {})}
