@@ -132,7 +132,8 @@ class MineDataModule(pl.LightningDataModule):
                 self.dataset_params, split_ratio=self.split_ratio, shuffle_episodes=self.shuffle_episodes
             )
             self.train_dataset = self.dataset_class(split="train", **common)
-            self.val_dataset = self.dataset_class(split="val", **common)
+            # The same dirs, read the same way: the val split shares the train split's store index.
+            self.val_dataset = self.dataset_class(split="val", store=self.train_dataset.store, **common)
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

@@ -92,6 +92,8 @@ class RawDataset(Dataset):
         enable_contractor_info: bool = False,
         enable_video_aug: bool = False,
         image_format: str = "rgb",
+        *,
+        store: TrajectoryStore | None = None,
     ) -> None:
         super().__init__()
         if win_len < 1 or skip_frame < 1:
@@ -121,13 +123,19 @@ class RawDataset(Dataset):
         self.stored_size: tuple[int, int] | None = None
         # The records batches carry, in MODALITY_SPECS order (which does not depend on stored_size).
         self._batched = [spec for spec in MODALITY_SPECS.values() if spec.batched(self.batch_params(1))]
-        self.store = TrajectoryStore(
-            dataset_dirs,
+        reading = dict(
             modalities=[spec.name for spec in self._batched],
             decode_threads=decode_threads,
             resize_interpolation=resize_interpolation,
             image_format=image_format,
         )
+        # ``store``: an index of the same dirs read the same way, built once for both of a run's splits.
+        if store is not None and not store.reads_like(dataset_dirs, **reading):
+            raise ConfigError(
+                f"RawDataset(store=...): the store reads {store.dataset_dirs} {store.modalities} differently "
+                f"from this dataset's {dataset_dirs} {reading}; pass store=None to build its own"
+            )
+        self.store = TrajectoryStore(dataset_dirs, **reading) if store is None else store
         # yuv420: frames are batched as stored, (height, width), and resized on the policy's device.
         self.stored_size = self._check_yuv420(resize_interpolation) if image_format == "yuv420" else None
         self.dataset_dirs = self.store.dataset_dirs

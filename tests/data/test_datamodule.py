@@ -237,8 +237,27 @@ def test_data_params_are_the_dataset_arguments() -> None:
     from minetrain.data.dataset import RawDataset
     from minetrain.data.event_dataset import EVENT_PARAMS, EventDataset
 
-    set_by_module = {"split", "split_ratio", "shuffle_episodes"}
+    set_by_module = {"split", "split_ratio", "shuffle_episodes", "store"}
     dataset_args = set(inspect.signature(RawDataset).parameters) - set_by_module
     assert set(DATA_PARAMS) == dataset_args | {"mode"}
     assert set(EVENT_PARAMS) <= set(inspect.signature(EventDataset).parameters)
     assert "batch_size" in LOADER_PARAMS and set(LOADER_PARAMS).isdisjoint(DATA_PARAMS)
+
+
+def test_train_and_val_splits_share_one_store_index(dataset_dir):
+    """The dirs are indexed once per run (at the published scale the index is most of setup), and
+    each split still holds its own episodes of it."""
+    from minetrain.data import RawDataset
+
+    module = make_module(dataset_dir)
+    module.setup()
+    train, val = module.train_dataset, module.val_dataset
+    assert train.store is val.store
+    assert set(train.episodes).isdisjoint(val.episodes)
+    assert sorted([*train.episodes, *val.episodes]) == sorted(train.store.episodes)
+    alone = RawDataset(
+        [str(dataset_dir)], 32, 32, 16, split="val", split_ratio=0.75, shuffle_episodes=True, seed=module.seed
+    )
+    assert alone.episodes == val.episodes and alone.window_counts == val.window_counts
+    with pytest.raises(ConfigError, match="store=None"):
+        RawDataset([str(dataset_dir)], 32, 32, 16, enable_segment=False, store=train.store)

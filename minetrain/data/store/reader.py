@@ -245,6 +245,24 @@ class TrajectoryStore:
                 )
         return chunks
 
+    def reads_like(
+        self,
+        dataset_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+        modalities: Sequence[str],
+        decode_threads: int,
+        resize_interpolation: str,
+        image_format: str,
+    ) -> bool:
+        """Whether a store built with these arguments would read what this one reads, the same way
+        (so one index can serve several datasets, such as a run's train and val splits)."""
+        return (
+            self.dataset_dirs == _as_dirs(dataset_dirs)
+            and self.modalities == tuple(modalities)
+            and self.decode_threads == decode_threads
+            and self.resize_interpolation == resize_interpolation
+            and self.image_format == image_format
+        )
+
     def image_resolution(self) -> tuple[int, int] | None:
         """(height, width) of the stored frames, from the first image chunk; None without images."""
         if "image" not in self._index or not self._index["image"]:
