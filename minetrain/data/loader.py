@@ -146,13 +146,13 @@ class _ReclaimingSampler:
 
     def __init__(self, sampler: Any, loader: WindowLoader) -> None:
         self.sampler = sampler
-        self.loader = weakref.ref(loader)
+        self.loader_ref = weakref.ref(loader)
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[Any]:
-        loader = self.loader()
+        loader = self.loader_ref()
         if loader is not None and loader.batch_ring is not None:
             loader.batch_ring.reclaim_undelivered()
         del loader
